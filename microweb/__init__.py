@@ -1,0 +1,38 @@
+"""microweb: one app, served by WSGI and ASGI servers alike."""
+
+from .applications import App
+from .datastructures import FormData, Headers, QueryParams, UploadFile
+from .exceptions import HTTPException, WebSocketDisconnect, abort
+from .requests import Request
+from .responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from .routing import Router
+from .websockets import WebSocket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "FormData",
+    "HTMLResponse",
+    "HTTPException",
+    "Headers",
+    "JSONResponse",
+    "PlainTextResponse",
+    "QueryParams",
+    "RedirectResponse",
+    "Request",
+    "Response",
+    "Router",
+    "StreamingResponse",
+    "UploadFile",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "abort",
+]

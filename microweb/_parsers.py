@@ -1,0 +1,202 @@
+"""Parsers for the untrusted text of a request: query strings, cookies, header options.
+
+Every parser here is linear in its input, never raises on malformed input
+(except where a caller must turn the error into a 400), and imports no I/O.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+__all__ = [
+    "decode_path",
+    "parse_content_length",
+    "parse_cookies",
+    "parse_options_header",
+    "parse_qsl",
+    "quote_cookie",
+]
+
+
+def _decode_component(raw: str) -> str:
+    """Form-decode one query component (``+`` is a space; bad escapes kept as typed)."""
+    if "+" in raw:
+        raw = raw.replace("+", " ")
+    if "%" in raw or not raw.isascii():
+        return unquote_to_bytes(raw.encode("latin-1", "replace")).decode("utf-8", "replace")
+    return raw
+
+
+def parse_qsl(qs: str, max_fields: int | None = None) -> list[tuple[str, str]]:
+    """Parse a query string or urlencoded body into ``(key, value)`` pairs.
+
+    `qs` is Latin-1 text as a WSGI server gives it (an ASGI query string decoded
+    as Latin-1 is the same text). Only ``&`` separates pairs (``;`` does not:
+    CVE-2021-23336); blank values are kept; a pair without ``=`` has the value
+    ``""``. With `max_fields`, more pairs than that raise OverflowError.
+    """
+    out: list[tuple[str, str]] = []
+    if not qs:
+        return out
+    for pair in qs.split("&"):
+        if not pair:
+            continue
+        if max_fields is not None and len(out) >= max_fields:
+            raise OverflowError("too many fields")
+        key, _, value = pair.partition("=")
+        out.append((_decode_component(key), _decode_component(value)))
+    return out
+
+
+def _unquote_cookie(value: str) -> str:
+    """Undo cookie quoting: ``"..."`` with backslash escapes and octal-escaped UTF-8 bytes."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    value = value[1:-1]
+    if "\\" not in value:
+        return value
+    out = bytearray()
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c == "\\" and i + 1 < n:
+            octal = value[i + 1 : i + 4]
+            if len(octal) == 3 and octal[0] in "0123" and all(ch in "01234567" for ch in octal):
+                out.append(int(octal, 8))
+                i += 4
+                continue
+            c = value[i + 1]
+            i += 1
+        out += c.encode("latin-1") if c <= "\xff" else c.encode("utf-8", "surrogatepass")
+        i += 1
+    return out.decode("utf-8", "replace")
+
+
+#: RFC 6265 cookie-octet: what a cookie value may hold without quoting.
+_COOKIE_OCTETS = frozenset(
+    chr(c) for c in range(0x21, 0x7F) if chr(c) not in {'"', ",", ";", "\\"}
+)
+
+
+def quote_cookie(value: str) -> str:
+    """Quote a cookie value that holds characters outside cookie-octet.
+
+    Such values are sent as ``"..."`` with every other byte (of the UTF-8
+    encoding) octal-escaped, which `parse_cookies` reverses.
+    """
+    if _COOKIE_OCTETS.issuperset(value):
+        return value
+    out = ['"']
+    for ch in value:
+        if ch in _COOKIE_OCTETS:
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8", "surrogatepass"))
+    out.append('"')
+    return "".join(out)
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Parse a ``Cookie`` header into a dict; the first cookie of a name wins.
+
+    Never raises. A pair without a name (``=value`` or a bare ``value``) is
+    skipped, so it can never shadow a named cookie (CVE-2023-23934).
+    """
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, sep, value = chunk.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            continue
+        if name not in cookies:
+            value = _unquote_cookie(value.strip())
+            if not value.isascii():  # raw UTF-8 bytes arrive as Latin-1 text
+                try:
+                    value = value.encode("latin-1").decode("utf-8")
+                except UnicodeError:
+                    pass
+            cookies[name] = value
+    return cookies
+
+
+def parse_content_length(values: list[str]) -> int | None:
+    """The declared body length from every ``Content-Length`` field, or None.
+
+    Raises ValueError unless every field (and every comma-separated item in a
+    field a server folded) is plain ASCII digits and all agree (RFC 9110 §8.6).
+    """
+    found: int | None = None
+    for field in values:
+        for item in field.split(","):
+            item = item.strip(" \t")
+            if not item or not item.isascii() or not item.isdigit() or len(item) > 18:
+                raise ValueError(f"invalid Content-Length {field!r}")
+            n = int(item)
+            if found is not None and n != found:
+                raise ValueError("conflicting Content-Length values")
+            found = n
+    return found
+
+
+def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
+    """Split ``text/html; charset="utf-8"`` into ``("text/html", {"charset": "utf-8"})``.
+
+    The main value is lower-cased, as are parameter names; quoted parameter
+    values keep their text. Linear scan, no regular expression.
+    """
+    if not value:
+        return "", {}
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    i, n = 0, len(rest)
+    while i < n:
+        # name
+        j = rest.find("=", i)
+        semi = rest.find(";", i)
+        if j < 0 or (0 <= semi < j):
+            i = n if semi < 0 else semi + 1
+            continue
+        name = rest[i:j].strip().lower()
+        i = j + 1
+        while i < n and rest[i] in " \t":
+            i += 1
+        if i < n and rest[i] == '"':
+            i += 1
+            buf: list[str] = []
+            while i < n and rest[i] != '"':
+                if rest[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(rest[i])
+                i += 1
+            val = "".join(buf)
+            semi = rest.find(";", i)
+            i = n if semi < 0 else semi + 1
+        else:
+            semi = rest.find(";", i)
+            end = n if semi < 0 else semi
+            val = rest[i:end].strip()
+            i = end + 1
+        if name and name not in params:
+            params[name] = val
+    return main.strip().lower(), params
+
+
+def decode_path(raw: str) -> tuple[str, list[str] | None]:
+    """Decode a percent-encoded request path (Latin-1 text of the raw bytes).
+
+    Returns the decoded path (UTF-8; bad bytes become U+FFFD, bad escapes stay
+    as typed) and, when a segment held an encoded ``/`` (``%2F``), the list of
+    decoded segments, since splitting the decoded path would cut it in two.
+    """
+    if "%" not in raw and raw.isascii():
+        return raw, None
+    segments = [
+        unquote_to_bytes(seg.encode("latin-1", "replace")).decode("utf-8", "replace")
+        if "%" in seg or not seg.isascii()
+        else seg
+        for seg in raw.split("/")
+    ]
+    path = "/".join(segments)
+    if any("/" in seg for seg in segments):
+        return path, segments
+    return path, None

@@ -1,0 +1,282 @@
+"""The request pipeline, written once: hooks → middleware → handler → error handling.
+
+Strategy: the pipeline is a generator (as httpx writes ``Auth.auth_flow``).
+Wherever it needs to call user code it yields a *step* -- ``(fn, args,
+kwargs, is_async)`` -- and receives the result (or the exception, thrown
+back in). It never calls user code itself, so it neither blocks nor awaits,
+and two small drivers run it:
+
+* `drive_sync` runs steps in the calling thread (a WSGI worker thread, or an
+  ASGI worker thread); async steps go to a `call_async` function that blocks
+  until the event loop has run them;
+* `drive_async` awaits async steps on the event loop and hands each run of
+  sync steps to ``runner.run_segment``, which drives the generator in another
+  thread until it yields an async step again -- so a request with sync hooks
+  and a sync handler costs one thread hop, not one per function.
+
+What decides where code runs (threads, loops) lives in the adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .exceptions import HTTPException
+from .responses import Response, error_response, json_dumps, to_response
+from .routing import allowed_methods
+
+if TYPE_CHECKING:
+    from .applications import App
+    from .requests import Request
+    from .routing import Hook, _Leaf
+
+__all__ = ["Done", "Runner", "Step", "dispatch", "drive_async", "drive_sync"]
+
+logger = logging.getLogger("microweb")
+
+Step = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
+Flow = Generator[Step, Any, Response]
+_NOKW: dict[str, Any] = {}
+
+
+class Done:
+    """What `advance` returns when the generator has finished."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+CallAsync = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Runner(Protocol):
+    """How an adapter runs the steps the other side of its event loop."""
+
+    def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        """From a thread that may block: run ``await fn(*args, **kw)`` on the loop."""
+
+    def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Awaitable[Step | Done]:
+        """From the loop: run `advance(gen, step)` in a thread that may block."""
+
+
+# --------------------------------------------------------------------------
+# Drivers
+# --------------------------------------------------------------------------
+
+
+def advance(
+    gen: Generator[Step, Any, Any], step: Step | None, call_async: CallAsync | None = None
+) -> Step | Done:
+    """Run `gen`'s steps in this thread, starting with `step` (None: start `gen`).
+
+    Async steps go to `call_async`; without one, the first async step is
+    returned for the caller's event loop to run. Returns `Done` at the end.
+    """
+    try:
+        if step is None:
+            step = gen.send(None)
+        while True:
+            fn, args, kwargs, is_async = step
+            if is_async:
+                if call_async is None:
+                    return step
+                try:
+                    value = call_async(fn, args, kwargs)
+                except Exception as exc:
+                    step = gen.throw(exc)
+                    continue
+            else:
+                try:
+                    value = fn(*args, **kwargs)
+                except Exception as exc:
+                    step = gen.throw(exc)
+                    continue
+            step = gen.send(value)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+def drive_sync(gen: Generator[Step, Any, Any], call_async: CallAsync) -> Any:
+    """Run `gen` to the end in this thread and return its result."""
+    done = advance(gen, None, call_async)
+    assert type(done) is Done
+    return done.value
+
+
+async def drive_async(gen: Generator[Step, Any, Any], runner: Runner) -> Any:
+    """Run `gen` to the end from the event loop and return its result."""
+    try:
+        step = gen.send(None)
+        while True:
+            fn, args, kwargs, is_async = step
+            if not is_async:
+                nxt = await runner.run_segment(gen, step)
+                if type(nxt) is Done:
+                    return nxt.value
+                step = nxt  # type: ignore[assignment]
+                continue
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as exc:
+                step = gen.throw(exc)
+                continue
+            step = gen.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+# --------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------
+
+
+def dispatch(app: App, request: Request, runner: Runner, segments: list[str] | None = None) -> Flow:
+    """Answer `request`: route it, run hooks, middleware, handler, error handlers."""
+    after: tuple[Hook, ...] = app._after
+    try:
+        route, params, leaves = app._matcher.match(request.method, request.path, segments)
+        if route is not None:
+            request.route = route
+            request.path_params = params
+            if route.after:
+                after = after + route.after
+        request._check_length()
+        response = None
+        before = app._before if route is None or not route.before else app._before + route.before
+        for hook in before:
+            rv = yield (hook.fn, (request,), _NOKW, hook.is_async)
+            if rv is not None:
+                response = to_response(rv)
+                break
+        if response is None:
+            if app._middleware:
+                response = yield from _chain(app, request, runner, 0, leaves)
+            else:
+                response = yield from _endpoint(app, request, leaves)
+    except Exception as exc:
+        response = yield from handle_error(app, request, exc)
+    for hook in reversed(after):
+        try:
+            rv = yield (hook.fn, (request, response), _NOKW, hook.is_async)
+            if rv is not None:
+                response = to_response(rv)
+        except Exception as exc:
+            response = yield from handle_error(app, request, exc)
+    return response
+
+
+def _chain(app: App, request: Request, runner: Runner, i: int, leaves: list[_Leaf]) -> Flow:
+    """Middleware `i` around the rest of the chain (the handler after the last)."""
+    middleware = app._middleware
+    if i == len(middleware):
+        return (yield from _endpoint(app, request, leaves))
+    mw = middleware[i]
+    call_next: Callable[[Request], Any]
+    if mw.is_async:
+
+        async def call_next(req: Request) -> Response:
+            return await drive_async(_chain(app, req, runner, i + 1, leaves), runner)  # type: ignore[no-any-return]
+
+    else:
+
+        def call_next(req: Request) -> Response:
+            return drive_sync(_chain(app, req, runner, i + 1, leaves), runner.call_async)  # type: ignore[no-any-return]
+
+    rv = yield (mw.fn, (request, call_next), _NOKW, mw.is_async)
+    return to_response(rv)
+
+
+def _endpoint(app: App, request: Request, leaves: list[_Leaf]) -> Flow:
+    """The handler, with its exceptions turned into responses."""
+    route = request.route
+    try:
+        if route is None:
+            return (yield from handle_error(app, request, _no_route(app, request, leaves)))
+        args, kwargs = route.arguments(request, request.path_params)
+        rv = yield (route.endpoint, args, kwargs, route.is_async)
+        return to_response(rv)
+    except Exception as exc:
+        return (yield from handle_error(app, request, exc))
+
+
+class _Redirect(HTTPException):
+    """Not an error: the trailing-slash redirect, answered as an HTTPException would be."""
+
+
+def _no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPException:
+    """The error for a request no route answers: 404, 405, OPTIONS, 426/501 or a redirect."""
+    if leaves:
+        allowed = allowed_methods(leaves)
+        if not allowed and any(leaf.websocket is not None for leaf in leaves):
+            if request.protocol == "wsgi":
+                return HTTPException(
+                    501,
+                    "This is a WebSocket endpoint: WebSockets need the ASGI entry point "
+                    "(app.asgi), e.g. uvicorn mod:app.asgi",
+                )
+            return HTTPException(426, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        allow = ", ".join(sorted(allowed))
+        if request.method == "OPTIONS":
+            return _Redirect(204, headers={"Allow": allow})
+        return HTTPException(405, headers={"Allow": allow})
+    if app.redirect_slashes and request.path != "/":
+        path = request.path
+        other = path[:-1] if path.endswith("/") else path + "/"
+        route, _, other_leaves = app._matcher.match(request.method, other)
+        if route is not None or other_leaves:
+            raw = request.raw_path
+            target = raw[:-1] if raw.endswith("/") else raw + "/"
+            target = request.root_path + target
+            if target.startswith("//") or target.startswith("/\\"):
+                target = "/" + target.lstrip("/\\")  # never a scheme-relative URL
+            if request.query_string:
+                target = f"{target}?{request.query_string}"
+            return _Redirect(308, headers={"Location": target})
+    return HTTPException(404)
+
+
+def handle_error(app: App, request: Request, exc: Exception) -> Flow:
+    """Turn `exc` into a response: a registered handler, the default JSON, or a 500."""
+    if type(exc) is _Redirect:
+        response = Response(b"", exc.status, exc.headers)
+        return response
+    handler = app._error_handler_for(exc) if app._has_error_handlers else None
+    if handler is not None:
+        try:
+            rv = yield (handler.fn, (request, exc), _NOKW, handler.is_async)
+            response = to_response(rv)
+        except Exception as exc2:
+            _log_error(request, exc2)
+            return server_error(app, exc2)
+        if isinstance(exc, HTTPException) and exc.headers:
+            for k, v in exc.headers.items():
+                if k not in response.headers:
+                    response.headers[k] = v
+        return response
+    if isinstance(exc, HTTPException):
+        return error_response(exc)
+    _log_error(request, exc)
+    return server_error(app, exc)
+
+
+def _log_error(request: Request, exc: BaseException) -> None:
+    logger.error(
+        "Exception while handling %s %s", request.method, request.path, exc_info=exc
+    )
+
+
+def server_error(app: App, exc: BaseException) -> Response:
+    """The generic 500 (with the traceback only when the app is in debug mode)."""
+    if app.debug:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return Response(
+            json_dumps({"detail": "Internal Server Error", "error": repr(exc), "traceback": text}),
+            500,
+            media_type="application/json",
+        )
+    return error_response(HTTPException(500))

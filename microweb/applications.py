@@ -1,0 +1,253 @@
+"""`App`: registration, url_for, lifespan hooks and the two entry points."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from ._pipeline import Step
+from .datastructures import State
+from .exceptions import HTTPException
+from .routing import (
+    Converter,
+    Handler,
+    Hook,
+    Matcher,
+    Registrar,
+    Route,
+    Router,
+    RouteSpec,
+    compile_template,
+    default_converters,
+)
+
+if TYPE_CHECKING:
+    from .asgi import ASGIAdapter
+    from .wsgi import WSGIAdapter
+
+__all__ = ["App"]
+
+MiB = 1024 * 1024
+_NOKW: dict[str, Any] = {}
+
+
+class App(Registrar):
+    """A microweb application, served by `app.wsgi` (PEP 3333) and `app.asgi` (ASGI 3).
+
+    Keyword options: `debug` (tracebacks in 500 responses), `redirect_slashes`
+    (308 between ``/x`` and ``/x/``), `max_body_size` (bytes; larger bodies get
+    413), the form limits `max_form_fields`, `max_form_files` and
+    `max_form_field_size`, `thread_limit` (worker threads for ``def`` handlers
+    under ASGI) and `lifespan` (``fn(app)`` returning an async context manager).
+    """
+
+    def __init__(
+        self,
+        *,
+        debug: bool = False,
+        redirect_slashes: bool = True,
+        max_body_size: int = 16 * MiB,
+        max_form_fields: int = 1000,
+        max_form_files: int = 100,
+        max_form_field_size: int = 1 * MiB,
+        max_form_memory: int = 1 * MiB,
+        thread_limit: int = 100,
+        lifespan: Callable[[App], Any] | None = None,
+    ) -> None:
+        if thread_limit < 1:
+            raise ValueError("thread_limit must be at least 1")
+        self.debug = debug
+        self.redirect_slashes = redirect_slashes
+        self.max_body_size = max_body_size
+        self.max_form_fields = max_form_fields
+        self.max_form_files = max_form_files
+        self.max_form_field_size = max_form_field_size
+        self.max_form_memory = max_form_memory
+        self.thread_limit = thread_limit
+        self.state = State()
+        self._lifespan = lifespan
+        self._lifespan_cm: Any = None
+        self._matcher = Matcher()
+        self._converters: dict[str, Converter] = default_converters()
+        self._routes: list[Route] = []
+        self._names: dict[str, Route] = {}
+        self._before: tuple[Hook, ...] = ()
+        self._after: tuple[Hook, ...] = ()
+        self._middleware: tuple[Hook, ...] = ()
+        self._status_handlers: dict[int, Hook] = {}
+        self._class_handlers: dict[type[BaseException], Hook] = {}
+        self._has_error_handlers = False
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        #: Set once startup has run (per process); guarded by `_start_lock`.
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    # ------------------------------------------------------------ entry points
+    @cached_property
+    def wsgi(self) -> WSGIAdapter:
+        """The PEP 3333 callable: ``waitress-serve mod:app.wsgi``; ``wsgi = app.wsgi``."""
+        from .wsgi import WSGIAdapter
+
+        return WSGIAdapter(self)
+
+    @cached_property
+    def asgi(self) -> ASGIAdapter:
+        """The ASGI 3 application: ``uvicorn mod:app.asgi``."""
+        from .asgi import ASGIAdapter
+
+        return ASGIAdapter(self)
+
+    # ---------------------------------------------------------------- routes
+    def _add(self, spec: RouteSpec) -> None:
+        segments = compile_template(spec.path, self._converters)
+        name = spec.name or getattr(spec.endpoint, "__name__", None) or spec.path
+        route = Route(
+            spec.path,
+            spec.endpoint,
+            methods=spec.methods,
+            name=name,
+            segments=segments,
+            websocket=spec.websocket,
+            before=spec.before,
+            after=spec.after,
+        )
+        existing = self._names.get(name)
+        if existing is not None and not (
+            existing.endpoint is spec.endpoint and existing.path == spec.path
+        ):
+            raise ValueError(
+                f"two routes are named {name!r} ({existing.path} and {spec.path}); "
+                "give one of them another name="
+            )
+        self._names.setdefault(name, route)
+        self._routes.append(route)
+        self._matcher.add(route)
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every registered route, in registration order."""
+        return list(self._routes)
+
+    def include_router(self, router: Router, prefix: str = "") -> None:
+        """Add `router`'s routes under `prefix` (e.g. ``"/api"``), with its hooks."""
+        for spec in router.prefixed_specs(prefix):
+            self._add(spec)
+
+    def add_converter(
+        self,
+        name: str,
+        regex: str,
+        to_python: Callable[[str], Any] = str,
+        to_url: Callable[[Any], str] = str,
+    ) -> None:
+        """Add a path converter usable as ``{param:name}`` in routes registered after it."""
+        if not name.isidentifier():
+            raise ValueError(f"converter name must be an identifier: {name!r}")
+        self._converters[name] = Converter(regex, to_python, to_url)
+
+    def url_for(self, name: str, /, **params: Any) -> str:
+        """The path of the route called `name`, its parameters converted and encoded."""
+        route = self._names.get(name)
+        if route is None:
+            raise LookupError(f"no route named {name!r}")
+        return route.url_path(params)
+
+    # ----------------------------------------------------------------- hooks
+    def before_request(self, fn: Handler) -> Handler:
+        """Run ``fn(request)`` before each handler; a non-None return answers instead."""
+        self._before = (*self._before, Hook.of(fn))
+        return fn
+
+    def after_request(self, fn: Handler) -> Handler:
+        """Run ``fn(request, response)`` after each request; a Response return replaces it."""
+        self._after = (*self._after, Hook.of(fn))
+        return fn
+
+    def middleware(self, fn: Handler) -> Handler:
+        """Wrap the handler: ``async def fn(request, call_next)`` returns a response."""
+        self._middleware = (*self._middleware, Hook.of(fn))
+        return fn
+
+    def exception_handler(
+        self, key: int | type[BaseException]
+    ) -> Callable[[Handler], Handler]:
+        """Register ``handler(request, exc)`` for a status code or an exception class."""
+
+        def decorator(fn: Handler) -> Handler:
+            hook = Hook.of(fn)
+            if isinstance(key, int) and not isinstance(key, bool):
+                if not 400 <= key <= 599:
+                    raise ValueError(f"exception handlers are for 4xx/5xx statuses, not {key}")
+                self._status_handlers[key] = hook
+            elif isinstance(key, type) and issubclass(key, Exception):
+                self._class_handlers[key] = hook
+            else:
+                raise TypeError("exception_handler() takes a status code or an Exception class")
+            self._has_error_handlers = True
+            return fn
+
+        return decorator
+
+    def _error_handler_for(self, exc: Exception) -> Hook | None:
+        if isinstance(exc, HTTPException):
+            hook = self._status_handlers.get(exc.status)
+            if hook is not None:
+                return hook
+            # HTTPExceptions are answered by their own JSON unless a handler names
+            # HTTPException (or a subclass): an Exception handler is for failures.
+            for cls in type(exc).__mro__:
+                hook = self._class_handlers.get(cls)
+                if hook is not None:
+                    return hook
+                if cls is HTTPException:
+                    return None
+            return None
+        for cls in type(exc).__mro__:
+            hook = self._class_handlers.get(cls)
+            if hook is not None:
+                return hook
+        return self._status_handlers.get(500)
+
+    # -------------------------------------------------------------- lifespan
+    def on_startup(self, fn: Handler) -> Handler:
+        """Run ``fn()`` (def or async def) once before the first request."""
+        self._startup.append(Hook.of(fn))
+        return fn
+
+    def on_shutdown(self, fn: Handler) -> Handler:
+        """Run ``fn()`` (def or async def) when the server shuts down."""
+        self._shutdown.append(Hook.of(fn))
+        return fn
+
+    def _startup_flow(self) -> Generator[Step, Any, None]:
+        """Startup as pipeline steps: the lifespan context is entered, then the hooks."""
+        if self._lifespan is not None:
+            cm = self._lifespan(self)
+            yield (cm.__aenter__, (), _NOKW, True)
+            self._lifespan_cm = cm
+        for hook in self._startup:
+            yield (hook.fn, (), _NOKW, hook.is_async)
+
+    def _shutdown_flow(self) -> Generator[Step, Any, None]:
+        """Shutdown as pipeline steps: the hooks, then the lifespan context is left."""
+        error: Exception | None = None
+        for hook in self._shutdown:
+            try:
+                yield (hook.fn, (), _NOKW, hook.is_async)
+            except Exception as exc:
+                error = error or exc
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        if cm is not None:
+            yield (cm.__aexit__, (None, None, None), _NOKW, True)
+        if error is not None:
+            raise error
+
+    # ------------------------------------------------------------------- run
+    def run(self, host: str = "127.0.0.1", port: int = 8000, server: str | None = None) -> None:
+        """Serve the app for development: uvicorn on `asgi`, or ``server="waitress"``."""
+        from .cli import serve
+
+        serve(self, host=host, port=port, server=server or "uvicorn")

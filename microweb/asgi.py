@@ -1,0 +1,303 @@
+"""The ASGI adapter: `app.asgi`, an ASGI 3 application (http, websocket, lifespan).
+
+Async code is awaited on the server's loop. Sync code (``def`` handlers and
+hooks) runs in the app's `WorkerPool`, a run of consecutive sync steps in one
+hop; a small body is read on the loop before that hop, a larger one is read
+from the thread through the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ._concurrency import WorkerPool
+from ._parsers import decode_path, parse_content_length
+from ._pipeline import Done, Step, advance, dispatch, drive_async
+from .exceptions import HTTPException
+from .requests import Request
+from .responses import Response, wire_headers
+
+if TYPE_CHECKING:
+    from .applications import App
+
+__all__ = ["ASGIAdapter"]
+
+logger = logging.getLogger("microweb")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[Message], Any]
+
+#: Bodies up to this size are read on the loop before a sync handler's thread
+#: hop, so reading them there costs no round trip through the loop.
+PREREAD_LIMIT = 64 * 1024
+
+
+class LoopRunner:
+    """Runs the pipeline's steps for code on one event loop (the `Runner` protocol)."""
+
+    __slots__ = ("_loop", "_pool", "_tid")
+
+    def __init__(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self._loop = loop
+        self._tid = threading.get_ident()
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self._tid
+
+    def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(fn(*args, **kw), self._loop).result()
+
+    async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
+        return await self._pool.run(advance, gen, step)  # type: ignore[no-any-return]
+
+
+class ASGIChannel(LoopRunner):
+    """A request's view of its scope and `receive`; also its `Runner`."""
+
+    __slots__ = ("disconnected", "more_body", "receive", "request", "scope")
+
+    protocol = "asgi"
+    environ = None
+
+    def __init__(
+        self, scope: Scope, receive: Receive, pool: WorkerPool, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(pool, loop)
+        self.scope = scope
+        self.receive = receive
+        self.more_body = True
+        self.disconnected = False
+        self.request: Request | None = None
+
+    # -- Channel
+    def raw_headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]]
+
+    def content_length(self) -> int | None:
+        fields = [v.decode("latin-1") for k, v in self.scope["headers"] if k == b"content-length"]
+        return parse_content_length(fields) if fields else None
+
+    def server(self) -> str:
+        server = self.scope.get("server")
+        if not server:
+            return ""
+        host, port = server[0], server[1]
+        scheme = self.scope.get("scheme", "http")
+        if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+            return str(host)
+        return f"{host}:{port}"
+
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return (client[0], client[1]) if client else None
+
+    async def read_async(self, size: int) -> bytes:
+        while self.more_body:
+            message = await self.receive()
+            kind = message["type"]
+            if kind == "http.request":
+                self.more_body = message.get("more_body", False)
+                body: bytes = message.get("body", b"")
+                if body:
+                    return body
+            elif kind == "http.disconnect":
+                self.more_body = False
+                self.disconnected = True
+                raise HTTPException(400, "The client disconnected before sending the whole body")
+        return b""
+
+    def read_sync(self, size: int) -> bytes:
+        return asyncio.run_coroutine_threadsafe(self.read_async(size), self._loop).result()
+
+    # -- Runner
+    async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
+        request = self.request
+        if (
+            request is not None
+            and request._body is None
+            and not request._streamed
+            and self.more_body
+        ):
+            declared = request._declared
+            if type(declared) is int and 0 < declared <= PREREAD_LIMIT:
+                try:
+                    await request._body_async()
+                except HTTPException:  # the sync code meets the same error when it reads
+                    request._streamed = False
+        return await self._pool.run(advance, gen, step)  # type: ignore[no-any-return]
+
+
+def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
+    """(decoded path, segments with %2F or None, raw path, root path) from a scope."""
+    root_path: str = scope.get("root_path", "")
+    raw: bytes | None = scope.get("raw_path")
+    if raw is not None:
+        raw_s = raw.decode("latin-1").partition("?")[0]
+        if root_path and (raw_s == root_path or raw_s.startswith(root_path + "/")):
+            raw_s = raw_s[len(root_path) :] or "/"
+        path, segments = decode_path(raw_s)
+        return path, segments, raw_s, root_path
+    path = scope["path"]
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        path = path[len(root_path) :] or "/"
+    return path, None, quote(path, safe="/:@!$&'()*+,;=-._~"), root_path
+
+
+class ASGIAdapter:
+    """`app.asgi`: serve the app to an ASGI 3 server (``uvicorn mod:app.asgi``).
+
+    An instance, not a bound method: uvicorn takes bound methods for ASGI 2.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.pool = WorkerPool(app.thread_limit)
+        self._start_lock: asyncio.Lock | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            from .websockets import serve_websocket
+
+            await serve_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+
+    # -------------------------------------------------------------------- http
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.app
+        if not app._started:
+            failure = await self._lazy_startup()
+            if failure is not None:
+                await _send_plain(send, failure)
+                return
+        raw: bytes | None = scope.get("raw_path")
+        if raw is not None and b"%" not in raw and b"?" not in raw and not scope.get("root_path"):
+            path = raw_path = raw.decode("latin-1")
+            segments = None
+            root_path = ""
+            if not path.isascii():
+                path, segments, raw_path, root_path = _paths(scope)
+        else:
+            path, segments, raw_path, root_path = _paths(scope)
+        channel = ASGIChannel(scope, receive, self.pool, asyncio.get_running_loop())
+        qs: bytes = scope.get("query_string", b"")
+        request = Request(
+            app,
+            channel,
+            scope["method"],
+            path,
+            raw_path,
+            qs.decode("latin-1") if qs else "",
+            root_path,
+            scope.get("scheme", "http"),
+        )
+        channel.request = request
+        try:
+            response = await drive_async(dispatch(app, request, channel, segments), channel)
+            await self._send(response, request, channel, send)
+        finally:
+            request._close()
+
+    async def _send(
+        self, response: Response, request: Request, channel: ASGIChannel, send: Send
+    ) -> None:
+        fields, has_body = wire_headers(response)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        stream = response.stream
+        if stream is None:
+            body = response.body if has_body and request.method != "HEAD" else b""
+            await send({"type": "http.response.body", "body": body})
+            return
+        if not has_body or request.method == "HEAD":
+            await _aclose(stream)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        from ._streaming import stream_asgi
+
+        await stream_asgi(stream, channel, send, self.pool)
+
+    # ---------------------------------------------------------------- lifespan
+    async def _run_flow(self, flow: Generator[Step, Any, None]) -> None:
+        runner = LoopRunner(self.pool, asyncio.get_running_loop())
+        await drive_async(flow, runner)
+
+    async def startup(self) -> None:
+        """Run the app's startup (raises what a hook raised)."""
+        await self._run_flow(self.app._startup_flow())
+        self.app._started = True
+
+    async def shutdown(self) -> None:
+        """Run the app's shutdown hooks."""
+        if self.app._started:
+            self.app._started = False
+            await self._run_flow(self.app._shutdown_flow())
+
+    async def _lazy_startup(self) -> Response | None:
+        """Startup for a server that runs no lifespan: once, before the first request."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self.app._started:
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.error("Application startup failed", exc_info=exc)
+                    from ._pipeline import server_error
+
+                    return server_error(self.app, exc)
+        return None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "lifespan.startup":
+                try:
+                    await self.startup()
+                except BaseException as exc:
+                    logger.error("Application startup failed", exc_info=exc)
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    logger.error("Application shutdown failed", exc_info=exc)
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _send_plain(send: Send, response: Response) -> None:
+    fields, _ = wire_headers(response)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _aclose(stream: Iterable[Any] | AsyncIterable[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,68 @@
+"""microweb's errors: one root, each error carrying its data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import NoReturn
+
+__all__ = ["HTTPException", "MicrowebError", "WebSocketDisconnect", "abort", "reason_phrase"]
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of `status`, or ``""`` for an unregistered code."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class MicrowebError(Exception):
+    """The root of every error microweb raises on purpose."""
+
+
+class HTTPException(MicrowebError):
+    """An error that becomes an HTTP response: ``{"detail": ...}`` with `status`.
+
+    Raise it anywhere in a handler, hook or middleware; `detail` defaults to the
+    status's reason phrase and may be any JSON-serialisable value; `headers` are
+    added to the error response (a 405 carries ``Allow`` this way).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"HTTP status must be an int in 100..599, not {status!r}")
+        self.status = status
+        self.detail = reason_phrase(status) if detail is None else detail
+        self.headers = dict(headers) if headers else None
+        super().__init__(status, self.detail)
+
+    @property
+    def status_code(self) -> int:
+        """Alias of `status`, for Starlette habits."""
+        return self.status
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, detail={self.detail!r})"
+
+
+class WebSocketDisconnect(MicrowebError):
+    """The WebSocket peer went away; `code` is its close code."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(code, reason)
+
+
+def abort(status: int, detail: object = None) -> NoReturn:
+    """Stop handling the request with an error response: ``raise HTTPException(...)``."""
+    raise HTTPException(status, detail)

@@ -1,0 +1,371 @@
+"""`Request` (and the `HTTPConnection` base it shares with `WebSocket`).
+
+A request is built from plain fields by a protocol adapter, plus a *channel*:
+the adapter's object that knows the environ or scope, reads the body and can
+tell whether the caller runs on an event loop. This module knows neither
+protocol. Body methods follow the caller's own kind: on an event loop they
+return awaitables, anywhere else they block and return the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._parsers import parse_cookies, parse_options_header, parse_qsl
+from .datastructures import FormData, Headers, QueryParams, State
+from .exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from .applications import App
+    from .routing import Route
+
+__all__ = ["Channel", "HTTPConnection", "Request"]
+
+#: Bytes asked of the server per read of the body.
+CHUNK_SIZE = 64 * 1024
+
+#: A valid ``Host`` header: reg-name / IPv4 / [IPv6], then an optional port.
+#: (The first class excludes ":" and "[", so the match is linear.)
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
+
+
+class Channel(Protocol):
+    """What a protocol adapter gives a request (implemented in wsgi.py and asgi.py)."""
+
+    protocol: str
+    environ: dict[str, Any] | None
+    scope: dict[str, Any] | None
+
+    def raw_headers(self) -> list[tuple[str, str]]: ...
+    def content_length(self) -> int | None: ...
+    def server(self) -> str: ...
+    def client(self) -> tuple[str, int] | None: ...
+    def on_loop(self) -> bool: ...
+    def read_sync(self, size: int) -> bytes: ...
+    def read_async(self, size: int) -> Awaitable[bytes]: ...
+
+
+class HTTPConnection:
+    """The cheap, lazily parsed attributes every request and WebSocket has."""
+
+    __slots__ = (
+        "_channel",
+        "_cookies",
+        "_headers",
+        "_query",
+        "_state",
+        "_url",
+        "app",
+        "method",
+        "path",
+        "path_params",
+        "query_string",
+        "raw_path",
+        "root_path",
+        "route",
+        "scheme",
+    )
+
+    def __init__(
+        self,
+        app: App,
+        channel: Channel,
+        method: str,
+        path: str,
+        raw_path: str,
+        query_string: str,
+        root_path: str = "",
+        scheme: str = "http",
+    ) -> None:
+        self.app = app
+        self._channel = channel
+        self.method = method
+        #: The decoded path, without the query string and the root path.
+        self.path = path
+        #: The path as sent (percent-encoded, ASCII), without the root path.
+        self.raw_path = raw_path
+        #: The raw query string (Latin-1 text).
+        self.query_string = query_string
+        self.root_path = root_path
+        self.scheme = scheme
+        self.path_params: dict[str, Any] = {}
+        self.route: Route | None = None
+        self._headers: Headers | None = None
+        self._query: QueryParams | None = None
+        self._cookies: dict[str, str] | None = None
+        self._state: State | None = None
+        self._url: str | None = None
+
+    @property
+    def protocol(self) -> str:
+        """``"wsgi"`` or ``"asgi"``."""
+        return self._channel.protocol
+
+    @property
+    def environ(self) -> dict[str, Any] | None:
+        """The WSGI environ (under WSGI), else None."""
+        return self._channel.environ
+
+    @property
+    def scope(self) -> dict[str, Any] | None:
+        """The ASGI scope (under ASGI), else None."""
+        return self._channel.scope
+
+    @property
+    def headers(self) -> Headers:
+        h = self._headers
+        if h is None:
+            h = self._headers = Headers(self._channel.raw_headers())
+        return h
+
+    @property
+    def query_params(self) -> QueryParams:
+        q = self._query
+        if q is None:
+            q = self._query = QueryParams(parse_qsl(self.query_string))
+        return q
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        c = self._cookies
+        if c is None:
+            fields = self.headers.getall("cookie")
+            c = parse_cookies("; ".join(fields)) if fields else {}
+            self._cookies = c
+        return c
+
+    @property
+    def state(self) -> State:
+        s = self._state
+        if s is None:
+            s = self._state = State()
+        return s
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the peer, or None when the server does not say."""
+        return self._channel.client()
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header when it is a valid host, else the server's own address."""
+        host = self.headers.get("host")
+        if host and _HOST.fullmatch(host):
+            return host
+        return self._channel.server()
+
+    @property
+    def url(self) -> str:
+        """The full URL: scheme, host, root path, path and query string."""
+        u = self._url
+        if u is None:
+            u = f"{self.scheme}://{self.host}{self.root_path}{self.raw_path}"
+            if self.query_string:
+                u = f"{u}?{self.query_string}"
+            self._url = u
+        return u
+
+    def url_for(self, name: str, /, **params: Any) -> str:
+        """The path of route `name`, under this request's root path."""
+        return self.root_path + self.app.url_for(name, **params)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'method', '')} {self.path!r}>"
+
+
+class Request(HTTPConnection):
+    """An HTTP request. Body methods are awaited in async code, called in sync code."""
+
+    __slots__ = ("_body", "_declared", "_form", "_json", "_streamed")
+
+    def __init__(
+        self,
+        app: App,
+        channel: Channel,
+        method: str,
+        path: str,
+        raw_path: str,
+        query_string: str,
+        root_path: str = "",
+        scheme: str = "http",
+    ) -> None:
+        super().__init__(app, channel, method, path, raw_path, query_string, root_path, scheme)
+        self._body: bytes | None = None
+        self._declared: Any = _UNSET
+        self._json: Any = _UNSET
+        self._form: FormData | None = None
+        self._streamed = False
+
+    # ---------------------------------------------------------- headers
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    @property
+    def content_length(self) -> int | None:
+        """The declared body length; HTTPException(400) if it is malformed."""
+        declared = self._declared
+        if declared is _UNSET:
+            try:
+                declared = self._channel.content_length()
+            except ValueError:
+                raise HTTPException(400, "Invalid Content-Length") from None
+            self._declared = declared
+        return declared  # type: ignore[no-any-return]
+
+    def _check_length(self) -> None:
+        """Refuse a malformed Content-Length (400) or one over the limit (413) up front."""
+        declared = self.content_length
+        if declared is not None and declared > self.app.max_body_size:
+            raise HTTPException(413)
+
+    # ------------------------------------------------------------- body
+    def body(self) -> Any:
+        """The whole body as bytes (awaitable on an event loop)."""
+        if self._channel.on_loop():
+            return self._body_async()
+        return self._body_sync()
+
+    def text(self) -> Any:
+        """The body decoded with the Content-Type's charset (UTF-8 by default)."""
+        if self._channel.on_loop():
+            return self._text_async()
+        return self._decode(self._body_sync())
+
+    def json(self) -> Any:
+        """The body parsed as JSON; HTTPException(400) when it is not valid JSON."""
+        if self._channel.on_loop():
+            return self._json_async()
+        if self._json is _UNSET:
+            self._json = _parse_json(self._body_sync())
+        return self._json
+
+    def form(self) -> Any:
+        """The body as `FormData` (urlencoded or multipart)."""
+        from .forms import parse_form_async, parse_form_sync
+
+        if self._channel.on_loop():
+            return self._form_async(parse_form_async)
+        if self._form is None:
+            self._form = parse_form_sync(self)
+        return self._form
+
+    def stream(self) -> Any:
+        """The raw body in chunks, unbuffered: an iterator, or an async one on a loop."""
+        if self._channel.on_loop():
+            return self._stream_async()
+        return self._stream_sync()
+
+    # -------------------------------------------------- body internals
+    def _guard(self) -> _BodyGuard:
+        if self._streamed:
+            raise RuntimeError("the request body was already streamed")
+        self._streamed = True
+        return _BodyGuard(self.content_length, self.app.max_body_size)
+
+    def _stream_sync(self) -> Iterator[bytes]:
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        guard = self._guard()
+        read = self._channel.read_sync
+        while chunk := guard.check(read(guard.next_size())):
+            yield chunk
+
+    async def _stream_async(self) -> AsyncIterator[bytes]:
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        guard = self._guard()
+        read = self._channel.read_async
+        while chunk := guard.check(await read(guard.next_size())):
+            yield chunk
+
+    def _body_sync(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self._stream_sync())
+        return self._body
+
+    async def _body_async(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join([c async for c in self._stream_async()])
+        return self._body
+
+    async def _text_async(self) -> str:
+        return self._decode(await self._body_async())
+
+    async def _json_async(self) -> Any:
+        if self._json is _UNSET:
+            self._json = _parse_json(await self._body_async())
+        return self._json
+
+    async def _form_async(self, parse: Any) -> FormData:
+        if self._form is None:
+            self._form = await parse(self)
+        return self._form
+
+    def _decode(self, body: bytes) -> str:
+        _, params = parse_options_header(self.content_type)
+        charset = params.get("charset") or "utf-8"
+        try:
+            return body.decode(charset)
+        except LookupError:
+            raise HTTPException(400, f"Unknown charset {charset!r}") from None
+        except UnicodeDecodeError:
+            raise HTTPException(400, f"The body is not valid {charset}") from None
+
+    def _close(self) -> None:
+        """Release what the request holds (form files) once the response is done."""
+        form = self._form
+        if form is not None:
+            self._form = None
+            form.close()
+
+
+_UNSET: Any = object()
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HTTPException(400, "Invalid JSON body") from None
+
+
+class _BodyGuard:
+    """Counts body bytes against the declared length and the size limit.
+
+    The limit is enforced while reading, so a body without Content-Length
+    stops at `max_size` (413) and a handler never sees a truncated body.
+    """
+
+    __slots__ = ("declared", "max_size", "total")
+
+    def __init__(self, declared: int | None, max_size: int) -> None:
+        self.declared = declared
+        self.max_size = max_size
+        self.total = 0
+        if declared is not None and declared > max_size:
+            raise HTTPException(413)
+
+    def next_size(self) -> int:
+        if self.declared is None:
+            return CHUNK_SIZE
+        return min(CHUNK_SIZE, self.declared - self.total)
+
+    def check(self, chunk: bytes) -> bytes:
+        if not chunk:
+            if self.declared is not None and self.total < self.declared:
+                raise HTTPException(400, "Request body ended before its Content-Length")
+            return chunk
+        self.total += len(chunk)
+        if self.total > self.max_size:
+            raise HTTPException(413)
+        if self.declared is not None and self.total > self.declared:
+            raise HTTPException(400, "Request body longer than its Content-Length")
+        return chunk

@@ -1,0 +1,359 @@
+"""Response classes and the conversion of whatever a handler returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import time
+import uuid
+from collections.abc import AsyncIterable, Iterable, Mapping
+from email.utils import format_datetime, formatdate
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from ._parsers import quote_cookie
+from .datastructures import MutableHeaders, check_header_name, check_header_value
+from .exceptions import HTTPException, reason_phrase
+
+__all__ = [
+    "HTMLResponse",
+    "JSONResponse",
+    "PlainTextResponse",
+    "RedirectResponse",
+    "Response",
+    "StreamingResponse",
+    "error_response",
+    "to_response",
+]
+
+Content = Any
+HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+def _json_default(obj: Any) -> Any:
+    """What `JSONResponse` does with values the json module does not know."""
+    if isinstance(obj, datetime.datetime | datetime.date | datetime.time):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID | decimal.Decimal):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+_json_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
+).encode
+
+
+def json_dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON, as `JSONResponse` sends it."""
+    return _json_encode(data).encode("utf-8")
+
+
+def _content_type(media_type: str | None) -> str | None:
+    if media_type is None:
+        return None
+    media_type = check_header_value(media_type)
+    if media_type.startswith("text/") and "charset" not in media_type.lower():
+        return f"{media_type}; charset=utf-8"
+    return media_type
+
+
+class Response:
+    """An HTTP response: `status`, `headers` (mutable, case-insensitive) and `body`.
+
+    `content` may be bytes or str (encoded as UTF-8). `media_type` sets
+    ``Content-Type`` (text types get ``charset=utf-8``). ``Content-Length`` is
+    added when the response is sent.
+    """
+
+    media_type: ClassVar[str | None] = None
+    _class_content_type: ClassVar[str | None] = None
+    #: Set by streaming responses: the iterable the adapters send chunk by chunk.
+    stream: Iterable[bytes | str] | AsyncIterable[bytes | str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._class_content_type = _content_type(cls.media_type)
+
+    def __init__(
+        self,
+        content: Content = b"",
+        status: int = 200,
+        headers: HeadersArg = None,
+        media_type: str | None = None,
+    ) -> None:
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ValueError(f"status must be an int in 100..599, not {status!r}")
+        self.status = status
+        self.body = self.render(content)
+        ct = self._class_content_type if media_type is None else _content_type(media_type)
+        if headers is None:
+            h = MutableHeaders()
+            if ct is not None:
+                h._list.append(("content-type", ct))
+        else:
+            h = MutableHeaders(headers)
+            if ct is not None and "content-type" not in h:
+                h._list.append(("content-type", ct))
+        self.headers = h
+
+    def render(self, content: Content) -> bytes:
+        """Turn `content` into the body bytes."""
+        if isinstance(content, bytes):
+            return content
+        if isinstance(content, str):
+            return content.encode("utf-8")
+        if isinstance(content, bytearray | memoryview):
+            return bytes(content)
+        raise TypeError(
+            f"{type(self).__name__} content must be bytes or str, not {type(content).__name__}"
+        )
+
+    @property
+    def status_code(self) -> int:
+        """Alias of `status`."""
+        return self.status
+
+    @property
+    def media(self) -> str | None:
+        """The ``Content-Type`` header, if any."""
+        return self.headers.get("content-type")
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        max_age: int | None = None,
+        expires: datetime.datetime | int | str | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: str | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header; CR, LF or NUL anywhere raise ValueError."""
+        check_header_name(key)  # cookie names are tokens too
+        check_header_value(value)
+        parts = [f"{key}={quote_cookie(value)}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={int(max_age)}")
+        if expires is not None:
+            if isinstance(expires, datetime.datetime):
+                if expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=datetime.timezone.utc)
+                text = format_datetime(expires.astimezone(datetime.timezone.utc), usegmt=True)
+            elif isinstance(expires, int):
+                text = formatdate(time.time() + expires, usegmt=True)
+            else:
+                text = _attribute(expires, "expires")
+            parts.append(f"Expires={text}")
+        if path:
+            parts.append(f"Path={_attribute(path, 'path')}")
+        if domain:
+            parts.append(f"Domain={_attribute(domain, 'domain')}")
+        if secure:
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        if samesite:
+            if samesite.lower() not in ("lax", "strict", "none"):
+                raise ValueError(f"samesite must be 'lax', 'strict' or 'none', not {samesite!r}")
+            parts.append(f"SameSite={samesite.capitalize()}")
+        self.headers.append("set-cookie", "; ".join(parts))
+
+    def delete_cookie(self, key: str, path: str = "/", domain: str | None = None) -> None:
+        """Tell the client to drop cookie `key` (an expired, empty cookie)."""
+        self.set_cookie(key, "", max_age=0, expires=0, path=path, domain=domain, samesite=None)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status}>"
+
+
+def _attribute(value: str, what: str) -> str:
+    value = check_header_value(value)
+    if ";" in value:
+        raise ValueError(f"cookie {what} must not contain ';': {value!r}")
+    return value
+
+
+class HTMLResponse(Response):
+    media_type = "text/html"
+
+
+class PlainTextResponse(Response):
+    media_type = "text/plain"
+
+
+class JSONResponse(Response):
+    """`data` as compact UTF-8 JSON (``application/json``)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        data: Any,
+        status: int = 200,
+        headers: HeadersArg = None,
+        media_type: str | None = None,
+    ) -> None:
+        super().__init__(data, status, headers, media_type)
+
+    def render(self, content: Any) -> bytes:
+        return _json_encode(content).encode("utf-8")
+
+
+#: Characters kept as they are in a redirect target (everything URL syntax needs).
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"
+
+
+class RedirectResponse(Response):
+    """A redirect to `url` (307 by default); non-ASCII is percent-encoded."""
+
+    def __init__(self, url: str, status: int = 307, headers: HeadersArg = None) -> None:
+        url = check_header_value(str(url))
+        super().__init__(b"", status, headers)
+        self.headers["location"] = url if url.isascii() else quote(url, safe=_URL_SAFE)
+
+
+class StreamingResponse(Response):
+    """A body sent chunk by chunk as `content` produces it.
+
+    `content` is a sync or an async iterable of bytes or str; both work under
+    both protocols, and no chunk waits for the next one.
+    """
+
+    def __init__(
+        self,
+        content: Iterable[bytes | str] | AsyncIterable[bytes | str],
+        status: int = 200,
+        headers: HeadersArg = None,
+        media_type: str | None = None,
+    ) -> None:
+        if not isinstance(content, Iterable | AsyncIterable) or isinstance(content, str | bytes):
+            raise TypeError("StreamingResponse content must be an iterable or async iterable")
+        super().__init__(b"", status, headers, media_type)
+        self.stream = content
+
+
+# --------------------------------------------------------------------------
+# What is sent
+# --------------------------------------------------------------------------
+
+#: Statuses that carry no body (and so no Content-Type or Content-Length).
+NO_BODY_STATUSES = frozenset({204, 205, 304})
+
+
+def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
+    """The header fields to send for `response`, and whether it has a body.
+
+    A copy (a response object may be sent many times): Content-Length is added
+    to a complete body that lacks one; a response without Content-Type gets
+    ``application/octet-stream`` (``text/plain`` when it is empty), since PEP
+    3333 validators demand one; a 1xx/204/205/304 response keeps neither.
+    """
+    status = response.status
+    headers = list(response.headers._list)
+    if status in NO_BODY_STATUSES or status < 200:
+        return [kv for kv in headers if kv[0] not in ("content-type", "content-length")], False
+    has_type = has_length = False
+    for k, _ in headers:
+        if k == "content-type":
+            has_type = True
+        elif k == "content-length":
+            has_length = True
+    if response.stream is None:
+        body = response.body
+        if not has_length:
+            headers.append(("content-length", str(len(body))))
+        if not has_type:
+            headers.append(
+                ("content-type", "application/octet-stream" if body else "text/plain; charset=utf-8")
+            )
+    elif not has_type:
+        headers.append(("content-type", "application/octet-stream"))
+    return headers, True
+
+
+# --------------------------------------------------------------------------
+# What a handler returns -> Response
+# --------------------------------------------------------------------------
+
+def to_response(rv: Any) -> Response:
+    """Convert a handler's return value (see the table in the docs) to a Response."""
+    if isinstance(rv, Response):
+        return rv
+    t = type(rv)
+    if t is dict or t is list:
+        return JSONResponse(rv)
+    if t is str:
+        return HTMLResponse(rv)
+    if rv is None:
+        return Response(b"", 204)
+    if t is tuple:
+        return _from_tuple(rv)
+    if isinstance(rv, dict | list):
+        return JSONResponse(rv)
+    if isinstance(rv, str):
+        return HTMLResponse(rv)
+    if isinstance(rv, bytes | bytearray | memoryview):
+        return Response(rv, media_type="application/octet-stream")
+    raise TypeError(
+        f"a handler returned {t.__name__}; expected a Response, dict, list, str, bytes, "
+        "None or a (body, status[, headers]) tuple"
+    )
+
+
+def _from_tuple(rv: tuple[Any, ...]) -> Response:
+    if not 2 <= len(rv) <= 3:
+        raise TypeError("a returned tuple must be (body, status) or (body, status, headers)")
+    body, status = rv[0], rv[1]
+    headers = rv[2] if len(rv) == 3 else None
+    if isinstance(body, tuple):
+        raise TypeError("a returned tuple's body cannot itself be a tuple")
+    response = to_response(body)
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"returned status must be an int in 100..599, not {status!r}")
+    response.status = status
+    if status in NO_BODY_STATUSES and body is None:
+        response.body = b""
+    if headers:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for k, v in pairs:
+            response.headers[k] = v
+    return response
+
+
+_error_bodies: dict[int, tuple[str, bytes]] = {}
+
+
+def error_response(exc: HTTPException, debug_text: str | None = None) -> Response:
+    """The JSON response for an HTTPException: ``{"detail": ...}`` with its headers."""
+    status, detail = exc.status, exc.detail
+    cached = _error_bodies.get(status)
+    if cached is not None and cached[0] == detail and debug_text is None:
+        body = cached[1]
+    elif debug_text is not None:
+        body = json_dumps({"detail": detail, "traceback": debug_text})
+    else:
+        body = json_dumps({"detail": detail})
+        if type(detail) is str and detail == reason_phrase(status):
+            _error_bodies[status] = (detail, body)
+    response = JSONResponse.__new__(JSONResponse)
+    response.status = status
+    response.body = body
+    h = MutableHeaders()
+    h._list.append(("content-type", "application/json"))
+    if exc.headers:
+        for k, v in exc.headers.items():
+            h[k] = v
+    response.headers = h
+    return response

@@ -1,0 +1,285 @@
+"""`WebSocket` connections (ASGI only) and the adapter code that serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+from ._parsers import decode_path
+from ._pipeline import Step, drive_async
+from .exceptions import HTTPException, WebSocketDisconnect
+from .requests import HTTPConnection
+from .responses import Response, error_response, to_response
+
+if TYPE_CHECKING:
+    from .asgi import ASGIAdapter, Receive, Scope, Send
+
+__all__ = ["WebSocket", "WebSocketDisconnect"]
+
+logger = logging.getLogger("microweb")
+_NOKW: dict[str, Any] = {}
+
+_CONNECTING, _CONNECTED, _CLOSED = range(3)
+
+
+class _Channel:
+    """The `Channel` of a WebSocket: headers and peers come from the scope."""
+
+    __slots__ = ("scope",)
+    protocol = "asgi"
+    environ = None
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def raw_headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]]
+
+    def content_length(self) -> int | None:
+        return None
+
+    def server(self) -> str:
+        server = self.scope.get("server")
+        if not server:
+            return ""
+        return f"{server[0]}:{server[1]}" if server[1] is not None else str(server[0])
+
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return (client[0], client[1]) if client else None
+
+    def on_loop(self) -> bool:
+        return True
+
+    def read_sync(self, size: int) -> bytes:  # pragma: no cover - WebSockets have no body
+        return b""
+
+    async def read_async(self, size: int) -> bytes:  # pragma: no cover
+        return b""
+
+
+class WebSocket(HTTPConnection):
+    """A WebSocket connection: accept it, then send and receive text, bytes or JSON.
+
+    It has the request's cheap attributes (`path_params`, `headers`,
+    `query_params`, `cookies`, `client`, `url`, ...) plus `subprotocols`, the
+    ones the client offered. Receiving after the client left raises
+    `WebSocketDisconnect`; the `iter_*` methods just end.
+    """
+
+    __slots__ = ("_app_state", "_client_state", "_receive", "_send")
+
+    def __init__(self, adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        root_path = scope.get("root_path", "")
+        if raw is not None:
+            raw_s = raw.decode("latin-1").partition("?")[0]
+            if root_path and raw_s.startswith(root_path):
+                raw_s = raw_s[len(root_path) :] or "/"
+            path, _ = decode_path(raw_s)
+        else:
+            path = raw_s = scope["path"]
+        qs: bytes = scope.get("query_string", b"")
+        scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(
+            scope.get("scheme", "ws"), "ws"
+        )
+        super().__init__(
+            adapter.app, _Channel(scope), "GET", path, raw_s, qs.decode("latin-1"), root_path, scheme
+        )
+        self._receive = receive
+        self._send = send
+        self._client_state = _CONNECTING
+        self._app_state = _CONNECTING
+
+    @property
+    def subprotocols(self) -> list[str]:
+        return list(self._channel.scope.get("subprotocols", []))  # type: ignore[union-attr]
+
+    @property
+    def accepted(self) -> bool:
+        return self._app_state != _CONNECTING
+
+    # --------------------------------------------------------------- control
+    async def accept(
+        self, subprotocol: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Accept the handshake, optionally choosing a subprotocol and adding headers."""
+        if self._app_state != _CONNECTING:
+            raise RuntimeError("the WebSocket was already accepted or closed")
+        if self._client_state == _CONNECTING:
+            message = await self._receive()
+            if message["type"] != "websocket.connect":  # pragma: no cover - server bug
+                raise RuntimeError(f"expected websocket.connect, got {message['type']!r}")
+            self._client_state = _CONNECTED
+        raw_headers: list[tuple[bytes, bytes]] = []
+        if headers:
+            from .datastructures import MutableHeaders
+
+            raw_headers = [
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in MutableHeaders(headers).raw
+            ]
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")
+        await self._send(
+            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
+        )
+        self._app_state = _CONNECTED
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (before `accept`, this refuses the handshake: 403)."""
+        if self._app_state == _CLOSED:
+            return
+        self._app_state = _CLOSED
+        await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})
+
+    # --------------------------------------------------------------- receive
+    async def receive(self) -> dict[str, Any]:
+        """The next raw ASGI message (``websocket.receive`` or ``websocket.disconnect``)."""
+        if self._app_state == _CONNECTING:
+            raise RuntimeError("accept the WebSocket before receiving")
+        if self._client_state == _CLOSED:
+            raise WebSocketDisconnect(1006)
+        message: dict[str, Any] = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self._client_state = _CLOSED
+            self._app_state = _CLOSED
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason") or "")
+        return message
+
+    async def receive_text(self) -> str:
+        message = await self.receive()
+        text = message.get("text")
+        if text is None:
+            raise TypeError("expected a text message, got bytes")
+        return text  # type: ignore[no-any-return]
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.receive()
+        data = message.get("bytes")
+        if data is None:
+            raise TypeError("expected a binary message, got text")
+        return data  # type: ignore[no-any-return]
+
+    async def receive_json(self) -> Any:
+        message = await self.receive()
+        text = message.get("text")
+        if text is None:
+            text = message.get("bytes", b"").decode("utf-8")
+        return json.loads(text)
+
+    async def iter_text(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                yield await self.receive_text()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield await self.receive_bytes()
+        except WebSocketDisconnect:
+            return
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                yield await self.receive_json()
+        except WebSocketDisconnect:
+            return
+
+    # ------------------------------------------------------------------ send
+    async def send_text(self, data: str) -> None:
+        await self._send_message({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send_message({"type": "websocket.send", "bytes": bytes(data)})
+
+    async def send_json(self, data: Any) -> None:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        await self._send_message({"type": "websocket.send", "text": text})
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        if self._app_state != _CONNECTED:
+            raise RuntimeError("the WebSocket is not open (accept it first; or it was closed)")
+        try:
+            await self._send(message)
+        except OSError as exc:  # the server reports a gone client
+            self._client_state = _CLOSED
+            raise WebSocketDisconnect(1006) from exc
+
+
+# --------------------------------------------------------------------------
+# Serving (called by the ASGI adapter)
+# --------------------------------------------------------------------------
+
+
+def _hooks_flow(ws: WebSocket) -> Generator[Step, Any, Response | None]:
+    for hook in ws.app._before + (ws.route.before if ws.route else ()):
+        rv = yield (hook.fn, (ws,), _NOKW, hook.is_async)
+        if rv is not None:
+            return to_response(rv)
+    return None
+
+
+async def _reject(ws: WebSocket, scope: Scope, send: Send, response: Response) -> None:
+    """Refuse the handshake with `response` when the server can send one, else close (403)."""
+    if "websocket.http.response" in scope.get("extensions", {}) or {}:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.raw]
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        await send(
+            {"type": "websocket.http.response.start", "status": response.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+        ws._app_state = _CLOSED
+        return
+    await ws.close(1008 if response.status < 500 else 1011)
+
+
+async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
+    app = adapter.app
+    if not app._started:
+        failure = await adapter._lazy_startup()
+        if failure is not None:
+            await send({"type": "websocket.close", "code": 1011})
+            return
+    ws = WebSocket(adapter, scope, receive, send)
+    route, params, _ = app._matcher.match(None, ws.path)
+    if route is None:
+        await ws.close()
+        return
+    ws.route = route
+    ws.path_params = params
+    from .asgi import LoopRunner
+
+    runner = LoopRunner(adapter.pool, asyncio.get_running_loop())
+    try:
+        refusal = await drive_async(_hooks_flow(ws), runner)
+    except HTTPException as exc:
+        refusal = error_response(exc)
+    except Exception as exc:
+        logger.error("Exception in a hook for WebSocket %s", ws.path, exc_info=exc)
+        refusal = error_response(HTTPException(500))
+    if refusal is not None:
+        await _reject(ws, scope, send, refusal)
+        return
+    args, kwargs = route.arguments(ws, params)
+    try:
+        await route.endpoint(*args, **kwargs)
+    except WebSocketDisconnect:
+        pass
+    except Exception as exc:
+        logger.error("Exception in WebSocket handler for %s", ws.path, exc_info=exc)
+        if ws._app_state == _CONNECTING:
+            await _reject(ws, scope, send, error_response(HTTPException(500)))
+        elif ws._app_state == _CONNECTED:
+            await ws.close(1011)
+        return
+    if ws._app_state == _CONNECTING:
+        await ws.close()
+    elif ws._app_state == _CONNECTED:
+        await ws.close(1000)

@@ -1,0 +1,431 @@
+"""The WSGI adapter: `app.wsgi`, a PEP 3333 callable.
+
+Sync code runs in the server's thread. Async code runs on the process's one
+shared loop (`_concurrency.shared_loop`) while the server's thread waits,
+serving the loop's requests for sync calls and ``wsgi.input`` reads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._concurrency import Bridge, shared_loop
+from ._parsers import decode_path, parse_content_length
+from ._pipeline import Done, Step, advance, dispatch, drive_sync, server_error
+from .exceptions import HTTPException, reason_phrase
+from .requests import Request
+from .responses import Response, wire_headers
+
+if TYPE_CHECKING:
+    from .applications import App
+
+__all__ = ["WSGIAdapter"]
+
+logger = logging.getLogger("microweb")
+
+StartResponse = Callable[..., Any]
+_STATUS_LINES: dict[int, str] = {}
+
+
+def status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"{status} {reason_phrase(status) or 'Unknown'}"
+    return line
+
+
+class WSGIChannel:
+    """A request's view of its environ; also the pipeline's `Runner` under WSGI."""
+
+    __slots__ = ("_bridge", "environ")
+
+    protocol = "wsgi"
+    scope = None
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+        self._bridge: Bridge | None = None
+
+    @property
+    def bridge(self) -> Bridge:
+        b = self._bridge
+        if b is None:
+            b = self._bridge = Bridge()
+        return b
+
+    # -- Channel
+    def raw_headers(self) -> list[tuple[str, str]]:
+        out = []
+        for key, value in self.environ.items():
+            if key.startswith("HTTP_"):
+                out.append((key[5:].replace("_", "-").lower(), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                out.append((key.replace("_", "-").lower(), value))
+        return out
+
+    def content_length(self) -> int | None:
+        value = self.environ.get("CONTENT_LENGTH")
+        return parse_content_length([value]) if value else None
+
+    def server(self) -> str:
+        env = self.environ
+        name = env.get("SERVER_NAME", "")
+        port = env.get("SERVER_PORT", "")
+        scheme = env.get("wsgi.url_scheme", "http")
+        if not port or (scheme, port) in (("http", "80"), ("https", "443")):
+            return str(name)
+        return f"{name}:{port}"
+
+    def client(self) -> tuple[str, int] | None:
+        env = self.environ
+        addr = env.get("REMOTE_ADDR")
+        if not addr:
+            return None
+        port = env.get("REMOTE_PORT", "")
+        return (addr, int(port) if port.isdigit() else 0)
+
+    def on_loop(self) -> bool:
+        return shared_loop.on_loop()
+
+    def read_sync(self, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        env = self.environ
+        if not env.get("CONTENT_LENGTH") and not env.get("wsgi.input_terminated"):
+            return b""  # no length, and the server does not mark the end: no body
+        try:
+            data: bytes = env["wsgi.input"].read(size)
+        except Exception as exc:
+            raise HTTPException(400, "Could not read the request body") from exc
+        return data
+
+    async def read_async(self, size: int) -> bytes:
+        return await self.bridge.call_in_thread(self.read_sync, size)  # type: ignore[no-any-return]
+
+    # -- Runner
+    def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        return shared_loop.call(fn, args, kw, self.bridge)
+
+    async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
+        return await self.bridge.call_in_thread(advance, gen, step)  # type: ignore[no-any-return]
+
+
+def _raw_path(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:
+    """The decoded path, its segments (when one holds %2F) and the raw path.
+
+    PATH_INFO is already decoded by the server, which loses the difference
+    between ``/`` and ``%2F``; the raw target (RAW_URI from gunicorn,
+    REQUEST_URI from waitress) keeps it, so it is used when it agrees.
+    """
+    path_info: str = environ.get("PATH_INFO", "") or "/"
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw and "%" in raw:
+        raw = raw.partition("?")[0].partition("#")[0]
+        if raw.startswith(("http://", "https://")):
+            raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
+        script = environ.get("SCRIPT_NAME", "")
+        if script and raw.startswith(script):
+            raw = raw[len(script) :]
+        path, segments = decode_path(raw)
+        expected = _decode_latin1_path(path_info)
+        if path == expected:
+            return path, segments, raw
+    path = _decode_latin1_path(path_info)
+    if path is path_info:
+        return path, None, path_info
+    from urllib.parse import quote
+
+    return path, None, quote(path, safe="/:@!$&'()*+,;=-._~")
+
+
+def _decode_latin1_path(path_info: str) -> str:
+    if path_info.isascii():
+        return path_info
+    return path_info.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
+class WSGIAdapter:
+    """`app.wsgi`: serve the app to a PEP 3333 server."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        _apps.add(app)
+        ws = [r.path for r in app.routes if r.websocket]
+        if ws:
+            logger.warning(
+                "WebSocket routes are served only by the ASGI entry point (app.asgi); "
+                "under app.wsgi they answer 501: %s",
+                ", ".join(ws),
+            )
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        app = self.app
+        if not app._started:
+            failure = self.startup()
+            if failure is not None:
+                return self._respond(failure, environ, start_response, None)
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        path = environ.get("PATH_INFO") or "/"
+        if (raw and "%" in raw) or not path.isascii():
+            path, segments, raw_path = _raw_path(environ)
+        else:
+            segments, raw_path = None, path
+        channel = WSGIChannel(environ)
+        request = Request(
+            app,
+            channel,
+            environ["REQUEST_METHOD"],
+            path,
+            raw_path,
+            environ.get("QUERY_STRING", ""),
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("wsgi.url_scheme", "http"),
+        )
+        response = drive_sync(dispatch(app, request, channel, segments), channel.call_async)
+        return self._respond(response, environ, start_response, request)
+
+    def _respond(
+        self,
+        response: Response,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        request: Request | None,
+    ) -> Iterable[bytes]:
+        headers, has_body = wire_headers(response)
+        start_response(status_line(response.status), headers)
+        stream = response.stream
+        if stream is None:
+            if request is not None:
+                request._close()
+            if not has_body or environ["REQUEST_METHOD"] == "HEAD":
+                return []
+            return [response.body]
+        if not has_body or environ["REQUEST_METHOD"] == "HEAD":
+            _close_iterable(stream)
+            if request is not None:
+                request._close()
+            return []
+        if isinstance(stream, AsyncIterable):
+            assert isinstance(request, Request)
+            return _AsyncBody(stream, request)
+        return _SyncBody(stream, request)
+
+    # ---------------------------------------------------------------- lifespan
+    def startup(self) -> Response | None:
+        """Run the app's startup once per process (thread-safe); a 500 if it fails."""
+        app = self.app
+        with app._start_lock:
+            if app._started:
+                return None
+            try:
+                drive_sync(app._startup_flow(), _call_async_standalone)
+            except Exception as exc:
+                logger.error("Application startup failed", exc_info=exc)
+                return server_error(app, exc)
+            app._started = True
+            _register_exit()
+        return None
+
+    def shutdown(self) -> None:
+        """Run the app's shutdown hooks (at interpreter exit, or from a test client)."""
+        app = self.app
+        with app._start_lock:
+            if not app._started:
+                return
+            app._started = False
+            try:
+                drive_sync(app._shutdown_flow(), _call_async_standalone)
+            except Exception as exc:
+                logger.error("Application shutdown failed", exc_info=exc)
+
+
+def _call_async_standalone(
+    fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
+) -> Any:
+    return shared_loop.call(fn, args, kw, Bridge())
+
+
+def _close_iterable(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("Error while closing a response stream")
+    elif hasattr(it, "aclose"):
+        try:
+            shared_loop.call(it.aclose, (), {}, Bridge())
+        except Exception:
+            logger.exception("Error while closing a response stream")
+
+
+class StreamAborted(Exception):
+    """Raised to the server when a streamed body fails half-way (logged by microweb).
+
+    Ending the iteration normally would let the server finish the response as if
+    it were whole; raising makes it drop the connection, so the client sees the
+    truncation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the response stream failed; the error is in the 'microweb' log")
+
+
+class _SyncBody:
+    """A sync streaming body, iterated in the server's thread."""
+
+    def __init__(self, stream: Iterable[bytes | str], request: Request | None) -> None:
+        self._source = stream
+        self._it: Iterator[bytes | str] = iter(stream)
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._it)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            logger.error("Exception while streaming a response", exc_info=exc)
+            raise StreamAborted from None
+        if isinstance(chunk, str):
+            return chunk.encode("utf-8")
+        return bytes(chunk)
+
+    def close(self) -> None:
+        _close_iterable(self._it)
+        if self._request is not None:
+            self._request._close()
+
+
+_END = object()
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _AsyncBody:
+    """An async streaming body under WSGI: one task on the shared loop pumps the
+    iterator into the request's bridge queue, at most a few chunks ahead; the
+    server's thread takes them (and serves the loop's calls) as it writes."""
+
+    AHEAD = 4
+
+    def __init__(self, stream: AsyncIterable[bytes | str], request: Request) -> None:
+        channel = request._channel
+        assert isinstance(channel, WSGIChannel)
+        self._request = request
+        self._bridge = bridge = channel.bridge
+        self._finished = False
+        loop = shared_loop.get()
+        self._loop = loop
+        self._stopped = threading.Event()
+        put = bridge.queue.put
+        ahead = self.AHEAD
+
+        async def pump() -> None:
+            import asyncio
+
+            sem = asyncio.Semaphore(ahead)
+            self._sem = sem
+            it = stream.__aiter__()
+            try:
+                async for chunk in it:
+                    await sem.acquire()
+                    put(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk))
+                put(_END)
+            except asyncio.CancelledError:
+                put(_END)
+            except BaseException as exc:
+                put(_Failed(exc))
+            finally:
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:
+                        logger.exception("Error while closing a response stream")
+                self._stopped.set()
+                put(_STOPPED)
+
+        def start() -> None:
+            self._task = loop.create_task(pump())
+
+        loop.call_soon_threadsafe(start)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._finished:
+            raise StopIteration
+        q = self._bridge.queue
+        while True:
+            item = q.get()
+            if type(item) is bytes:
+                self._loop.call_soon_threadsafe(self._sem.release)
+                return item
+            if item is _END or item is _STOPPED:
+                self._finished = True
+                raise StopIteration
+            if type(item) is _Failed:
+                self._finished = True
+                logger.error("Exception while streaming a response", exc_info=item.exc)
+                raise StreamAborted
+            item.run()  # a sync call from the loop (e.g. a body read)
+
+    def close(self) -> None:
+        if not self._stopped.is_set():
+            self._loop.call_soon_threadsafe(lambda: self._task.cancel())
+            q = self._bridge.queue
+            while not self._stopped.is_set():
+                item = q.get()
+                if item is _STOPPED:
+                    break
+                if type(item) not in (bytes, _Failed) and item is not _END:
+                    item.run()
+        self._request._close()
+
+
+_STOPPED = object()
+
+# ------------------------------------------------------------------ processes
+
+_apps: weakref.WeakSet[App] = weakref.WeakSet()
+_exit_registered = False
+
+
+def _register_exit() -> None:
+    global _exit_registered
+    if not _exit_registered:
+        _exit_registered = True
+        atexit.register(_shutdown_all)
+
+
+def _shutdown_all() -> None:
+    for app in list(_apps):
+        if app._started:
+            app.wsgi.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    # startup state does not cross a fork: each worker runs its own startup
+    for app in list(_apps):
+        app._started = False
+        app._start_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
