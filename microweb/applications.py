@@ -76,6 +76,8 @@ class App(Registrar):
         self._before: tuple[Hook, ...] = ()
         self._after: tuple[Hook, ...] = ()
         self._middleware: tuple[Hook, ...] = ()
+        #: True while no hook or middleware is registered (handlers may run directly).
+        self._hookless = True
         self._status_handlers: dict[int, Hook] = {}
         self._class_handlers: dict[type[BaseException], Hook] = {}
         self._has_error_handlers = False
@@ -159,16 +161,19 @@ class App(Registrar):
     def before_request(self, fn: Handler) -> Handler:
         """Run ``fn(request)`` before each handler; a non-None return answers instead."""
         self._before = (*self._before, Hook.of(fn))
+        self._hookless = False
         return fn
 
     def after_request(self, fn: Handler) -> Handler:
         """Run ``fn(request, response)`` after each request; a Response return replaces it."""
         self._after = (*self._after, Hook.of(fn))
+        self._hookless = False
         return fn
 
     def middleware(self, fn: Handler) -> Handler:
         """Wrap the handler: ``async def fn(request, call_next)`` returns a response."""
         self._middleware = (*self._middleware, Hook.of(fn))
+        self._hookless = False
         return fn
 
     def exception_handler(

@@ -17,10 +17,19 @@ from urllib.parse import quote
 
 from ._concurrency import WorkerPool
 from ._parsers import decode_path, parse_content_length
-from ._pipeline import Done, Step, advance, dispatch, drive_async
+from ._pipeline import (
+    Done,
+    Step,
+    advance,
+    dispatch,
+    drive_async,
+    handle_error,
+    is_direct,
+    match_request,
+)
 from .exceptions import HTTPException
-from .requests import Request
-from .responses import Response, wire_headers
+from .requests import _UNSET, Request
+from .responses import Response, to_response, wire_headers
 
 if TYPE_CHECKING:
     from .applications import App
@@ -70,7 +79,9 @@ class ASGIChannel(LoopRunner):
     def __init__(
         self, scope: Scope, receive: Receive, pool: WorkerPool, loop: asyncio.AbstractEventLoop
     ) -> None:
-        super().__init__(pool, loop)
+        self._pool = pool  # LoopRunner's fields, set here: this runs per request
+        self._loop = loop
+        self._tid = threading.get_ident()
         self.scope = scope
         self.receive = receive
         self.more_body = True
@@ -206,7 +217,18 @@ class ASGIAdapter:
         )
         channel.request = request
         try:
-            response = await drive_async(dispatch(app, request, channel, segments), channel)
+            leaves = match_request(app, request, segments)
+            route = request.route
+            if route is not None and route.is_async and is_direct(app, route):
+                try:
+                    if request._declared is _UNSET:
+                        request._check_length()
+                    args, kwargs = route.arguments(request, request.path_params)
+                    response = to_response(await route.endpoint(*args, **kwargs))
+                except Exception as exc:
+                    response = await drive_async(handle_error(app, request, exc), channel)
+            else:
+                response = await drive_async(dispatch(app, request, channel, leaves), channel)
             await self._send(response, request, channel, send)
         finally:
             request._close()

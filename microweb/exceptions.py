@@ -9,12 +9,12 @@ from typing import NoReturn
 __all__ = ["HTTPException", "MicrowebError", "WebSocketDisconnect", "abort", "reason_phrase"]
 
 
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+
+
 def reason_phrase(status: int) -> str:
     """The standard reason phrase of `status`, or ``""`` for an unregistered code."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return _PHRASES.get(status, "")
 
 
 class MicrowebError(Exception):
@@ -35,10 +35,10 @@ class HTTPException(MicrowebError):
         detail: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(status, int) or not 100 <= status <= 599:
+        if type(status) is not int or not 100 <= status <= 599:
             raise ValueError(f"HTTP status must be an int in 100..599, not {status!r}")
         self.status = status
-        self.detail = reason_phrase(status) if detail is None else detail
+        self.detail = _PHRASES.get(status, "") if detail is None else detail
         self.headers = dict(headers) if headers else None
         super().__init__(status, self.detail)
 

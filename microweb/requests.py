@@ -192,11 +192,26 @@ class Request(HTTPConnection):
         root_path: str = "",
         scheme: str = "http",
     ) -> None:
-        super().__init__(app, channel, method, path, raw_path, query_string, root_path, scheme)
-        self._body: bytes | None = None
-        self._declared: Any = _UNSET
-        self._json: Any = _UNSET
-        self._form: FormData | None = None
+        # the base's fields set here, not through super(): this runs per request
+        self.app = app
+        self._channel = channel
+        self.method = method
+        self.path = path
+        self.raw_path = raw_path
+        self.query_string = query_string
+        self.root_path = root_path
+        self.scheme = scheme
+        self.path_params = {}
+        self.route = None
+        self._headers = None
+        self._query = None
+        self._cookies = None
+        self._state = None
+        self._url = None
+        self._body = None
+        self._declared = _UNSET
+        self._json = _UNSET
+        self._form = None
         self._streamed = False
 
     # ---------------------------------------------------------- headers

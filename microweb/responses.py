@@ -58,6 +58,12 @@ def json_dumps(data: Any) -> bytes:
     return _json_encode(data).encode("utf-8")
 
 
+def _new_headers() -> MutableHeaders:
+    h = MutableHeaders.__new__(MutableHeaders)
+    h._list = []
+    return h
+
+
 def _content_type(media_type: str | None) -> str | None:
     if media_type is None:
         return None
@@ -94,12 +100,12 @@ class Response:
         if type(status) is not int or not 100 <= status <= 599:
             raise ValueError(f"status must be an int in 100..599, not {status!r}")
         self.status = status
-        self.body = self.render(content)
+        self.body = content if type(content) is bytes else self.render(content)
         ct = self._class_content_type if media_type is None else _content_type(media_type)
         if headers is None:
-            h = MutableHeaders()
+            h = _new_headers()
             if ct is not None:
-                h._list.append(("content-type", ct))
+                h._list = [("content-type", ct)]
         else:
             h = MutableHeaders(headers)
             if ct is not None and "content-type" not in h:
@@ -350,7 +356,7 @@ def error_response(exc: HTTPException, debug_text: str | None = None) -> Respons
     response = JSONResponse.__new__(JSONResponse)
     response.status = status
     response.body = body
-    h = MutableHeaders()
+    h = _new_headers()
     h._list.append(("content-type", "application/json"))
     if exc.headers:
         for k, v in exc.headers.items():

@@ -17,10 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from ._concurrency import Bridge, shared_loop
 from ._parsers import decode_path, parse_content_length
-from ._pipeline import Done, Step, advance, dispatch, drive_sync, server_error
+from ._pipeline import (
+    Done,
+    Step,
+    advance,
+    dispatch,
+    drive_sync,
+    handle_error,
+    is_direct,
+    match_request,
+    server_error,
+)
 from .exceptions import HTTPException, reason_phrase
-from .requests import Request
-from .responses import Response, wire_headers
+from .requests import _UNSET, Request
+from .responses import Response, to_response, wire_headers
 
 if TYPE_CHECKING:
     from .applications import App
@@ -170,9 +180,9 @@ class WSGIAdapter:
             failure = self.startup()
             if failure is not None:
                 return self._respond(failure, environ, start_response, None)
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
         path = environ.get("PATH_INFO") or "/"
-        if (raw and "%" in raw) or not path.isascii():
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+        if "%" in raw or not path.isascii():
             path, segments, raw_path = _raw_path(environ)
         else:
             segments, raw_path = None, path
@@ -187,7 +197,18 @@ class WSGIAdapter:
             environ.get("SCRIPT_NAME", ""),
             environ.get("wsgi.url_scheme", "http"),
         )
-        response = drive_sync(dispatch(app, request, channel, segments), channel.call_async)
+        leaves = match_request(app, request, segments)
+        route = request.route
+        if route is not None and not route.is_async and is_direct(app, route):
+            try:
+                if request._declared is _UNSET:
+                    request._check_length()
+                args, kwargs = route.arguments(request, request.path_params)
+                response = to_response(route.endpoint(*args, **kwargs))
+            except Exception as exc:
+                response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        else:
+            response = drive_sync(dispatch(app, request, channel, leaves), channel.call_async)
         return self._respond(response, environ, start_response, request)
 
     def _respond(
@@ -198,7 +219,8 @@ class WSGIAdapter:
         request: Request | None,
     ) -> Iterable[bytes]:
         headers, has_body = wire_headers(response)
-        start_response(status_line(response.status), headers)
+        status = response.status
+        start_response(_STATUS_LINES.get(status) or status_line(status), headers)
         stream = response.stream
         if stream is None:
             if request is not None:
