@@ -140,7 +140,7 @@ class ASGIChannel(LoopRunner):
             declared = request._declared
             if type(declared) is int and 0 < declared <= PREREAD_LIMIT:
                 try:
-                    await request._body_async()
+                    await request._read_all_async()
                 except HTTPException:  # the sync code meets the same error when it reads
                     request._streamed = False
         return await self._pool.run(advance, gen, step)  # type: ignore[no-any-return]

@@ -10,6 +10,15 @@ __all__ = ["HTTPException", "MicrowebError", "WebSocketDisconnect", "abort", "re
 
 
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
+# RFC 9110's names, whatever the Python version's http module says
+_PHRASES.update(
+    {
+        413: "Content Too Large",
+        414: "URI Too Long",
+        416: "Range Not Satisfiable",
+        422: "Unprocessable Content",
+    }
+)
 
 
 def reason_phrase(status: int) -> str:

@@ -41,6 +41,7 @@ def parse_form_sync(request: Request) -> FormData:
         from ._multipart import MultipartReader
 
         reader = MultipartReader(request)
+        request._consume("stream")
         try:
             for chunk in request._stream_sync():
                 reader.feed(chunk)
@@ -59,6 +60,7 @@ async def parse_form_async(request: Request) -> FormData:
         from ._multipart import MultipartReader
 
         reader = MultipartReader(request)
+        request._consume("stream")
         try:
             async for chunk in request._stream_async():
                 await reader.feed_async(chunk)

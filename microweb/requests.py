@@ -179,7 +179,7 @@ class HTTPConnection:
 class Request(HTTPConnection):
     """An HTTP request. Body methods are awaited in async code, called in sync code."""
 
-    __slots__ = ("_body", "_declared", "_form", "_json", "_streamed")
+    __slots__ = ("_body", "_consumer", "_declared", "_form", "_json", "_streamed")
 
     def __init__(
         self,
@@ -213,6 +213,7 @@ class Request(HTTPConnection):
         self._json = _UNSET
         self._form = None
         self._streamed = False
+        self._consumer: str | None = None
 
     # ---------------------------------------------------------- headers
     @property
@@ -269,12 +270,27 @@ class Request(HTTPConnection):
         return self._form
 
     def stream(self) -> Any:
-        """The raw body in chunks, unbuffered: an iterator, or an async one on a loop."""
+        """The raw body in chunks, unbuffered: an iterator, or an async one on a loop.
+
+        The body can be consumed once: by `body()` (and the methods built on
+        it), which caches it, or by `stream()`, which does not. `stream()`
+        after `body()` yields the cached body; `body()` after `stream()`, or a
+        second `stream()`, raises RuntimeError.
+        """
+        self._consume("stream")
         if self._channel.on_loop():
             return self._stream_async()
         return self._stream_sync()
 
     # -------------------------------------------------- body internals
+    def _consume(self, how: str) -> None:
+        """Record how user code consumes the body (see `stream`)."""
+        consumer = self._consumer
+        if consumer == "stream":
+            raise RuntimeError("the request body was already streamed")
+        if consumer is None:
+            self._consumer = how
+
     def _guard(self) -> _BodyGuard:
         if self._streamed:
             raise RuntimeError("the request body was already streamed")
@@ -302,11 +318,19 @@ class Request(HTTPConnection):
             yield chunk
 
     def _body_sync(self) -> bytes:
+        if self._consumer != "body":
+            self._consume("body")
         if self._body is None:
             self._body = b"".join(self._stream_sync())
         return self._body
 
     async def _body_async(self) -> bytes:
+        if self._consumer != "body":
+            self._consume("body")
+        return await self._read_all_async()
+
+    async def _read_all_async(self) -> bytes:
+        """Read and cache the whole body, without counting as user consumption."""
         if self._body is None:
             self._body = b"".join([c async for c in self._stream_async()])
         return self._body

@@ -81,9 +81,6 @@ class WSGITransport(httpx.BaseTransport):
         raw_path = url.raw_path.decode("ascii")
         target, _, query = raw_path.partition("?")
         path_bytes = unquote_to_bytes(target)
-        root = self.root_path.encode("utf-8")
-        if root and path_bytes.startswith(root):
-            path_bytes = path_bytes[len(root) :]
         chunked = "content-length" not in request.headers and request.method not in (
             "GET",
             "HEAD",
@@ -94,7 +91,7 @@ class WSGITransport(httpx.BaseTransport):
             "SCRIPT_NAME": self.root_path,
             "PATH_INFO": path_bytes.decode("latin-1"),
             "QUERY_STRING": query,
-            "RAW_URI": raw_path,
+            "RAW_URI": self.root_path + raw_path,
             "SERVER_NAME": url.host,
             "SERVER_PORT": str(url.port or (443 if url.scheme == "https" else 80)),
             "SERVER_PROTOCOL": "HTTP/1.1",
@@ -183,6 +180,13 @@ class _ASGIStream(httpx.SyncByteStream):
         self._done.set()
 
 
+def _rechunk(stream: Any, size: int = 65536) -> Iterator[bytes]:
+    """The request body in messages of at most `size` bytes, as a server sends them."""
+    for chunk in stream:
+        for i in range(0, len(chunk), size):
+            yield chunk[i : i + size]
+
+
 class ASGITransport(httpx.BaseTransport):
     """Runs an ASGI app on a loop in a background thread, streaming its answers."""
 
@@ -220,7 +224,7 @@ class ASGITransport(httpx.BaseTransport):
         }
         messages: queue.Queue[Any] = queue.Queue()
         done = threading.Event()
-        body_iter = iter(request.stream)  # type: ignore[arg-type]
+        body_iter = _rechunk(request.stream)  # type: ignore[arg-type]
         asgi = self._client.app.asgi
 
         async def receive() -> dict[str, Any]:
@@ -394,7 +398,10 @@ class TestClient(httpx.Client):
 
     Startup runs before the first request (or on ``with``); shutdown on
     `close()` or when the ``with`` block ends. Redirects are not followed
-    unless ``follow_redirects=True``, as in httpx.
+    unless ``follow_redirects=True``, as in httpx. With `root_path`, the app
+    is served as if mounted there by a proxy that strips the prefix (as
+    ``uvicorn --root-path``): request paths without it, the app sees
+    ``root_path`` (``SCRIPT_NAME`` under WSGI).
     """
 
     __test__ = False  # not a pytest test class

@@ -1,0 +1,335 @@
+"""The request: cheap attributes, and body access from sync and async code."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from microweb import App, FormData, Request
+
+from .conftest import MakeClient
+
+
+def test_cheap_attributes(make_client: MakeClient, protocol: str) -> None:
+    app = App()
+
+    @app.get("/items/{item_id:int}")
+    def show(request: Request, item_id: int) -> dict[str, Any]:
+        return {
+            "method": request.method,
+            "path": request.path,
+            "root_path": request.root_path,
+            "url": request.url,
+            "scheme": request.scheme,
+            "host": request.host,
+            "client": list(request.client) if request.client else None,
+            "path_params": request.path_params,
+            "protocol": request.protocol,
+            "is_request": isinstance(request, Request),
+            "app": request.app is app,
+            "environ": request.environ is not None,
+            "scope": request.scope is not None,
+        }
+
+    r = make_client(app).get("/items/5?a=1&b=x%20y")
+    assert r.json() == {
+        "method": "GET",
+        "path": "/items/5",
+        "root_path": "",
+        "url": "http://testserver/items/5?a=1&b=x%20y",
+        "scheme": "http",
+        "host": "testserver",
+        "client": ["127.0.0.1", 50000],
+        "path_params": {"item_id": 5},
+        "protocol": protocol,
+        "is_request": True,
+        "app": True,
+        "environ": protocol == "wsgi",
+        "scope": protocol == "asgi",
+    }
+
+
+def test_url_under_a_root_path(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/x")
+    def x(request: Request) -> dict[str, str]:
+        return {"url": request.url, "root_path": request.root_path, "path": request.path}
+
+    r = make_client(app, root_path="/app").get("/x?q=1")
+    assert r.json() == {"url": "http://testserver/app/x?q=1", "root_path": "/app", "path": "/x"}
+
+
+def test_query_params(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/q")
+    def q(request: Request) -> dict[str, Any]:
+        qp = request.query_params
+        return {
+            "a": qp.get("a"),
+            "all_a": qp.getall("a"),
+            "missing": qp.get("missing", "dflt"),
+            "blank": qp.get("blank"),
+            "space": qp.get("s"),
+            "semi": qp.get("x"),
+            "keys": list(qp),
+            "len": len(qp),
+            "in": "a" in qp,
+            "items": qp.items(),
+            "bad": qp.get("bad"),
+        }
+
+    r = make_client(app).get("/q?a=1&a=2&blank=&s=a+b%20c&x=1;y=2&bad=%zz%4")
+    assert r.json() == {
+        "a": "1",
+        "all_a": ["1", "2"],
+        "missing": "dflt",
+        "blank": "",
+        "space": "a b c",
+        "semi": "1;y=2",
+        "keys": ["a", "blank", "s", "x", "bad"],
+        "len": 5,
+        "in": True,
+        "items": [["a", "1"], ["blank", ""], ["s", "a b c"], ["x", "1;y=2"], ["bad", "%zz%4"]],
+        "bad": "%zz%4",
+    }
+
+
+def test_headers(make_client: MakeClient, protocol: str) -> None:
+    app = App()
+
+    @app.get("/h")
+    def h(request: Request) -> dict[str, Any]:
+        return {
+            "ua": request.headers.get("User-Agent"),
+            "x": request.headers.getall("x-multi"),
+            "in": "X-MULTI" in request.headers,
+            "missing": request.headers.get("nope"),
+            "ctype": request.content_type,
+            "length": request.content_length,
+        }
+
+    client = make_client(app)
+    r = client.get("/h", headers=[("User-Agent", "t/1"), ("X-Multi", "a"), ("X-Multi", "b")])
+    body = r.json()
+    assert body["ua"] == "t/1"
+    assert body["in"] is True
+    assert body["missing"] is None
+    assert body["ctype"] is None
+    assert body["length"] is None
+    # WSGI folds repeated fields into one; ASGI keeps them apart (API.md §4)
+    assert body["x"] == (["a, b"] if protocol == "wsgi" else ["a", "b"])
+
+
+def test_cookies(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/c")
+    def c(request: Request) -> dict[str, str]:
+        return request.cookies
+
+    client = make_client(app)
+    r = client.get("/c", headers={"Cookie": 'a=1; b="quoted value"; a=2; =nameless; junk; c='})
+    assert r.json() == {"a": "1", "b": "quoted value", "c": ""}
+    assert client.get("/c", headers={"Cookie": ";;;=;"}).json() == {}
+
+
+def test_state_is_per_request(make_client: MakeClient) -> None:
+    app = App()
+    app.state.greeting = "hi"
+
+    @app.before_request
+    def mark(request: Request) -> None:
+        assert "user" not in request.state
+        request.state.user = "ann"
+
+    @app.get("/s")
+    def s(request: Request) -> dict[str, str]:
+        return {"user": request.state.user, "greeting": request.app.state.greeting}
+
+    client = make_client(app)
+    assert client.get("/s").json() == {"user": "ann", "greeting": "hi"}
+    assert client.get("/s").json() == {"user": "ann", "greeting": "hi"}
+
+
+# ------------------------------------------------------------------- bodies
+
+
+def _body_app() -> App:
+    app = App()
+
+    @app.post("/sync/body")
+    def sync_body(request: Request) -> dict[str, Any]:
+        data = request.body()
+        again = request.body()
+        return {"len": len(data), "same": data is again, "text": request.text()}
+
+    @app.post("/async/body")
+    async def async_body(request: Request) -> dict[str, Any]:
+        data = await request.body()
+        again = await request.body()
+        return {"len": len(data), "same": data is again, "text": await request.text()}
+
+    @app.post("/sync/json")
+    def sync_json(request: Request) -> Any:
+        return request.json()
+
+    @app.post("/async/json")
+    async def async_json(request: Request) -> Any:
+        return await request.json()
+
+    @app.post("/sync/form")
+    def sync_form(request: Request) -> dict[str, Any]:
+        form = request.form()
+        assert isinstance(form, FormData)
+        return {"a": form.getall("a"), "b": form.get("b"), "keys": list(form)}
+
+    @app.post("/async/form")
+    async def async_form(request: Request) -> dict[str, Any]:
+        form = await request.form()
+        return {"a": form.getall("a"), "b": form.get("b"), "keys": list(form)}
+
+    @app.post("/sync/stream")
+    def sync_stream(request: Request) -> dict[str, Any]:
+        digest, n, chunks = hashlib.sha256(), 0, 0
+        for chunk in request.stream():
+            digest.update(chunk)
+            n += len(chunk)
+            chunks += 1
+        return {"len": n, "sha": digest.hexdigest(), "chunks": chunks}
+
+    @app.post("/async/stream")
+    async def async_stream(request: Request) -> dict[str, Any]:
+        digest, n, chunks = hashlib.sha256(), 0, 0
+        async for chunk in request.stream():
+            digest.update(chunk)
+            n += len(chunk)
+            chunks += 1
+        return {"len": n, "sha": digest.hexdigest(), "chunks": chunks}
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_body_and_text(make_client: MakeClient, kind: str) -> None:
+    client = make_client(_body_app())
+    r = client.post(f"/{kind}/body", content="héllo".encode())
+    assert r.json() == {"len": 6, "same": True, "text": "héllo"}
+    latin = "héllo".encode("latin-1")
+    r = client.post(
+        f"/{kind}/body", content=latin, headers={"content-type": "text/plain; charset=latin-1"}
+    )
+    assert r.json()["text"] == "héllo"
+    r = client.post(f"/{kind}/body", content=latin, headers={"content-type": "text/plain"})
+    assert r.status_code == 400
+    r = client.post(f"/{kind}/body", content=b"x", headers={"content-type": "text/plain; charset=nope"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_json(make_client: MakeClient, kind: str) -> None:
+    client = make_client(_body_app())
+    assert client.post(f"/{kind}/json", json={"a": [1, 2]}).json() == {"a": [1, 2]}
+    # parsed whatever the Content-Type
+    r = client.post(f"/{kind}/json", content=b'{"x": 1}', headers={"content-type": "text/plain"})
+    assert r.json() == {"x": 1}
+    r = client.post(f"/{kind}/json", content=b"{not json")
+    assert r.status_code == 400
+    assert r.json() == {"detail": "Invalid JSON body"}
+    assert client.post(f"/{kind}/json", content=b"").status_code == 400
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_urlencoded_form(make_client: MakeClient, kind: str) -> None:
+    client = make_client(_body_app())
+    r = client.post(f"/{kind}/form", data={"a": ["1", "2"], "b": "x y&z"})
+    assert r.json() == {"a": ["1", "2"], "b": "x y&z", "keys": ["a", "b"]}
+    # another content type is an empty form
+    r = client.post(f"/{kind}/form", content=b"a=1", headers={"content-type": "text/plain"})
+    assert r.json() == {"a": [], "b": None, "keys": []}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_stream_large_body(make_client: MakeClient, kind: str) -> None:
+    payload = bytes(range(256)) * 4096 * 3  # 3 MiB
+    client = make_client(_body_app())
+    r = client.post(f"/{kind}/stream", content=payload)
+    assert r.json()["len"] == len(payload)
+    assert r.json()["sha"] == hashlib.sha256(payload).hexdigest()
+    assert r.json()["chunks"] > 1  # unbuffered: several reads
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_body_without_content_length(make_client: MakeClient, kind: str) -> None:
+    payload = b"0123456789" * 50_000
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(payload), 65536):
+            yield payload[i : i + 65536]
+
+    client = make_client(_body_app())
+    r = client.post(f"/{kind}/stream", content=chunks())
+    assert r.status_code == 200
+    assert r.json()["len"] == len(payload)
+    assert r.json()["sha"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_hook_and_handler_both_read_the_body(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.before_request
+    def peek(request: Request) -> None:
+        request.state.size = len(request.body())
+
+    @app.post("/a")
+    async def a(request: Request) -> dict[str, Any]:
+        return {"hook": request.state.size, "handler": await request.json()}
+
+    r = make_client(app).post("/a", json={"k": "v"})
+    assert r.json() == {"hook": 9, "handler": {"k": "v"}}  # httpx sends compact JSON
+
+
+def test_body_after_stream_is_an_error(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.post("/x")
+    def x(request: Request) -> str:
+        for _ in request.stream():
+            pass
+        request.body()
+        return "unreachable"
+
+    r = make_client(app).post("/x", content=b"abc")
+    assert r.status_code == 500
+
+
+def test_body_limit(make_client: MakeClient) -> None:
+    app = App(max_body_size=1000)
+    ran = []
+
+    @app.post("/up")
+    def up(request: Request) -> int:
+        ran.append(1)
+        return len(request.body())  # type: ignore[return-value]
+
+    @app.post("/stream")
+    def stream(request: Request) -> str:
+        ran.append(1)
+        return str(sum(len(c) for c in request.stream()))
+
+    client = make_client(app)
+    assert client.post("/up", content=b"x" * 1001).status_code == 413
+    assert ran == []  # refused before the handler ran
+    assert client.post("/stream", content=b"x" * 1000).text == "1000"
+
+    def gen() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100
+
+    r = client.post("/stream", content=gen())
+    assert r.status_code == 413
+    assert r.json() == {"detail": "Content Too Large"}

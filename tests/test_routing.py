@@ -1,0 +1,473 @@
+"""Routing: path syntax, converters, matching order, 404/405, HEAD/OPTIONS, slashes, url_for."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from microweb import App, Request, Router
+
+from .conftest import MakeClient
+
+
+def test_path_parameters_and_converters(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/s/{name}")
+    def s(name: str) -> dict[str, object]:
+        return {"name": name}
+
+    @app.get("/i/{n:int}")
+    def i(n: int) -> dict[str, object]:
+        return {"n": n, "type": type(n).__name__}
+
+    @app.get("/f/{x:float}")
+    def f(x: float) -> dict[str, object]:
+        return {"x": x, "type": type(x).__name__}
+
+    @app.get("/u/{u:uuid}")
+    def u(u: uuid.UUID) -> dict[str, object]:
+        return {"u": str(u), "type": type(u).__name__}
+
+    @app.get("/p/{rest:path}")
+    def p(rest: str) -> dict[str, object]:
+        return {"rest": rest}
+
+    @app.get("/typed/{v:str}")
+    def typed(v: str) -> str:
+        return v
+
+    client = make_client(app)
+    assert client.get("/s/abc").json() == {"name": "abc"}
+    assert client.get("/i/42").json() == {"n": 42, "type": "int"}
+    assert client.get("/f/1.5").json() == {"x": 1.5, "type": "float"}
+    value = "12345678-1234-5678-1234-567812345678"
+    assert client.get(f"/u/{value}").json() == {"u": value, "type": "UUID"}
+    assert client.get("/p/a/b/c.txt").json() == {"rest": "a/b/c.txt"}
+    assert client.get("/typed/x").text == "x"
+    # a converter that does not match is a 404, never a 500
+    assert client.get("/i/abc").status_code == 404
+    assert client.get("/i/-1").status_code == 404
+    assert client.get("/u/not-a-uuid").status_code == 404
+    assert client.get("/f/1e5").status_code == 404
+
+
+def test_int_accepts_ascii_digits_only(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/i/{n:int}")
+    def i(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    client = make_client(app)
+    assert client.get("/i/%D9%A3").status_code == 404  # ARABIC-INDIC DIGIT THREE
+    assert client.get("/i/%EF%BC%93").status_code == 404  # FULLWIDTH DIGIT THREE
+    assert client.get("/i/" + "9" * 5000).status_code == 404
+
+
+def test_mixed_segments(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/files/{name}.{ext}")
+    def file(name: str, ext: str) -> dict[str, str]:
+        return {"name": name, "ext": ext}
+
+    @app.get("/v{version:int}/status")
+    def status(version: int) -> dict[str, int]:
+        return {"version": version}
+
+    client = make_client(app)
+    assert client.get("/files/report.pdf").json() == {"name": "report", "ext": "pdf"}
+    assert client.get("/v2/status").json() == {"version": 2}
+    assert client.get("/vx/status").status_code == 404
+
+
+def test_path_converter_in_the_middle(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/repo/{tree:path}/raw")
+    def raw(tree: str) -> dict[str, str]:
+        return {"tree": tree}
+
+    client = make_client(app)
+    assert client.get("/repo/a/b/c/raw").json() == {"tree": "a/b/c"}
+    assert client.get("/repo/raw").status_code == 404
+
+
+def test_custom_converter(make_client: MakeClient) -> None:
+    app = App()
+    app.add_converter("slug", r"[a-z0-9]+(?:-[a-z0-9]+)*", to_python=str.upper, to_url=str.lower)
+
+    @app.get("/posts/{slug:slug}")
+    def post(slug: str) -> dict[str, str]:
+        return {"slug": slug}
+
+    client = make_client(app)
+    assert client.get("/posts/hello-world").json() == {"slug": "HELLO-WORLD"}
+    assert client.get("/posts/Hello_World").status_code == 404
+    assert app.url_for("post", slug="HELLO-WORLD") == "/posts/hello-world"
+
+
+def test_static_beats_parameter_whatever_the_order(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/users/{name}")
+    def by_name(name: str) -> str:
+        return f"param:{name}"
+
+    @app.get("/users/me")
+    def me() -> str:
+        return "static"
+
+    client = make_client(app)
+    assert client.get("/users/me").text == "static"
+    assert client.get("/users/ann").text == "param:ann"
+
+
+def test_first_registered_wins_for_the_same_path(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/x/{a}")
+    def first(a: str) -> str:
+        return "first"
+
+    @app.get("/x/{b}")
+    def second(b: str) -> str:
+        return "second"
+
+    assert make_client(app).get("/x/1").text == "first"
+
+
+def test_method_falls_through_to_another_route_for_the_path(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/items/new")
+    def form() -> str:
+        return "form"
+
+    @app.post("/items/{name}")
+    def create(name: str) -> str:
+        return f"created {name}"
+
+    client = make_client(app)
+    assert client.post("/items/new").text == "created new"
+    assert client.get("/items/new").text == "form"
+
+
+def test_percent_decoding_and_encoded_slash(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/files/{name}")
+    def file(name: str, request: Request) -> dict[str, str]:
+        return {"name": name, "path": request.path}
+
+    @app.get("/café")
+    def cafe() -> str:
+        return "coffee"
+
+    client = make_client(app)
+    assert client.get("/files/a%20b").json() == {"name": "a b", "path": "/files/a b"}
+    assert client.get("/files/a%2Fb").json() == {"name": "a/b", "path": "/files/a/b"}
+    assert client.get("/caf%C3%A9").text == "coffee"
+
+
+def test_404_405_and_allow(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.route("/items", methods=["GET", "POST"])
+    def items() -> str:
+        return "ok"
+
+    @app.delete("/items")
+    def remove() -> None:
+        return None
+
+    client = make_client(app)
+    r = client.get("/nothing")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "Not Found"}
+    assert r.headers["content-type"] == "application/json"
+    r = client.put("/items")
+    assert r.status_code == 405
+    assert r.json() == {"detail": "Method Not Allowed"}
+    assert r.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, POST"
+
+
+def test_head_is_answered_for_get_routes(make_client: MakeClient) -> None:
+    app = App()
+    calls = []
+
+    @app.get("/doc")
+    def doc() -> str:
+        calls.append(1)
+        return "x" * 1000
+
+    client = make_client(app)
+    get = client.get("/doc")
+    head = client.head("/doc")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"] == "1000"
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert len(calls) == 2
+
+
+def test_explicit_head_handler_wins(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/r")
+    def get() -> str:
+        return "body"
+
+    @app.head("/r")
+    def head() -> tuple[str, int, dict[str, str]]:
+        return "", 200, {"x-head": "yes"}
+
+    assert make_client(app).head("/r").headers["x-head"] == "yes"
+
+
+def test_options_is_answered_for_every_path_with_routes(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/a")
+    def a() -> str:
+        return "a"
+
+    @app.options("/b")
+    def b_options() -> tuple[str, int, dict[str, str]]:
+        return "", 200, {"x-custom": "1"}
+
+    @app.get("/b")
+    def b() -> str:
+        return "b"
+
+    client = make_client(app)
+    r = client.options("/a")
+    assert r.status_code == 204
+    assert r.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert r.content == b""
+    assert client.options("/b").headers["x-custom"] == "1"
+    assert client.options("/nowhere").status_code == 404
+
+
+def test_redirect_slashes(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/users")
+    def users() -> str:
+        return "users"
+
+    @app.get("/docs/")
+    def docs() -> str:
+        return "docs"
+
+    client = make_client(app)
+    r = client.get("/users/?page=2&q=a%20b")
+    assert r.status_code == 308
+    assert r.headers["location"] == "/users?page=2&q=a%20b"
+    r = client.get("/docs")
+    assert r.status_code == 308
+    assert r.headers["location"] == "/docs/"
+    assert client.get("/docs", follow_redirects=True).text == "docs"
+    # a POST keeps its method and body through a 308
+    assert client.post("/users/").status_code == 308
+
+
+def test_redirect_slashes_keeps_encoding_and_root_path(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/caf%C3%A9/{x}")
+    def never(x: str) -> str:  # a literal "%C3%A9" in a template is plain text
+        return x
+
+    @app.get("/café")
+    def cafe() -> str:
+        return "ok"
+
+    client = make_client(app, root_path="/prefix")
+    r = client.get("/caf%C3%A9/")
+    assert r.status_code == 308
+    assert r.headers["location"] == "/prefix/caf%C3%A9"
+
+
+def test_redirect_never_becomes_scheme_relative(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("//evil.com")
+    def odd() -> str:
+        return "odd"
+
+    r = make_client(app).get("http://testserver//evil.com/")
+    assert r.status_code == 308
+    assert not r.headers["location"].startswith("//")
+
+
+def test_redirect_slashes_off(make_client: MakeClient) -> None:
+    app = App(redirect_slashes=False)
+
+    @app.get("/users")
+    def users() -> str:
+        return "users"
+
+    assert make_client(app).get("/users/").status_code == 404
+
+
+def test_url_for() -> None:
+    app = App()
+
+    @app.get("/users/{user_id:int}")
+    def show_user(user_id: int) -> None: ...
+
+    @app.get("/files/{name}", name="file")
+    def get_file(name: str) -> None: ...
+
+    @app.get("/raw/{p:path}")
+    def raw(p: str) -> None: ...
+
+    @app.get("/u/{u:uuid}/{x:float}")
+    def ux(u: uuid.UUID, x: float) -> None: ...
+
+    assert app.url_for("show_user", user_id=7) == "/users/7"
+    assert app.url_for("file", name="a b/c?d") == "/files/a%20b%2Fc%3Fd"
+    assert app.url_for("file", name="café") == "/files/caf%C3%A9"
+    assert app.url_for("raw", p="a/b c/d") == "/raw/a/b%20c/d"
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert app.url_for("ux", u=u, x=1.5) == f"/u/{u}/1.5"
+    with pytest.raises(LookupError, match="nope"):
+        app.url_for("nope")
+    with pytest.raises(LookupError, match="show_user"):
+        app.url_for("show_user")
+    with pytest.raises(LookupError, match="show_user"):
+        app.url_for("show_user", user_id=1, extra=2)
+
+
+def test_duplicate_names_raise_at_registration() -> None:
+    app = App()
+
+    @app.get("/a")
+    def handler() -> None: ...
+
+    with pytest.raises(ValueError, match="handler"):
+
+        @app.get("/b", name="handler")
+        def other() -> None: ...
+
+
+def test_one_function_for_several_methods_of_one_path(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/items")
+    @app.post("/items")
+    def items(request: Request) -> str:
+        return request.method
+
+    client = make_client(app)
+    assert client.get("/items").text == "GET"
+    assert client.post("/items").text == "POST"
+    assert app.url_for("items") == "/items"
+
+
+def test_registration_errors() -> None:
+    app = App()
+    with pytest.raises(TypeError, match="missing"):
+
+        @app.get("/x")
+        def needs(missing: int) -> None: ...
+
+    with pytest.raises(ValueError, match="unknown converter"):
+        app.get("/x/{a:nope}")(lambda a: None)
+    with pytest.raises(ValueError, match="start with"):
+        app.get("x")(lambda: None)
+    with pytest.raises(ValueError, match="duplicate"):
+        app.get("/x/{a}/{a}")(lambda a: None)
+    with pytest.raises(TypeError, match="list"):
+        app.route("/x", methods="GET")  # type: ignore[arg-type]
+
+
+def test_handler_parameters_filled_by_name_and_annotation(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/a/{x}")
+    def by_annotation(req: Request, x: str, flag: bool = True) -> dict[str, object]:
+        return {"path": req.path, "x": x, "flag": flag}
+
+    @app.get("/b/{x}/{y}")
+    async def partial(y: str) -> dict[str, str]:
+        return {"y": y}
+
+    @app.get("/c/{x}")
+    def kwargs(**params: str) -> dict[str, str]:
+        return params
+
+    client = make_client(app)
+    assert client.get("/a/1").json() == {"path": "/a/1", "x": "1", "flag": True}
+    assert client.get("/b/1/2").json() == {"y": "2"}
+    assert client.get("/c/9").json() == {"x": "9"}
+
+
+def test_router_with_prefix_and_hooks(make_client: MakeClient) -> None:
+    app = App()
+    api = Router()
+    seen: list[str] = []
+
+    @api.before_request
+    def mark(request: Request) -> None:
+        seen.append(request.path)
+
+    @api.get("/items/{n:int}")
+    def item(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @api.get("/")
+    def api_index() -> str:
+        return "api"
+
+    @app.get("/")
+    def index() -> str:
+        return "root"
+
+    app.include_router(api, prefix="/api")
+    client = make_client(app)
+    assert client.get("/api/items/3").json() == {"n": 3}
+    assert client.get("/api/").text == "api"
+    assert client.get("/").text == "root"
+    assert seen == ["/api/items/3", "/api/"]  # the router's hook ran for its routes only
+    assert app.url_for("item", n=3) == "/api/items/3"
+    with pytest.raises(ValueError):
+        app.include_router(Router(), prefix="/bad/")
+
+
+def test_nested_routers(make_client: MakeClient) -> None:
+    app = App()
+    outer, inner = Router(), Router()
+    order: list[str] = []
+
+    @outer.before_request
+    def outer_hook(request: Request) -> None:
+        order.append("outer")
+
+    @inner.before_request
+    def inner_hook(request: Request) -> None:
+        order.append("inner")
+
+    @inner.get("/leaf")
+    def leaf() -> str:
+        return "leaf"
+
+    outer.include_router(inner, prefix="/in")
+    app.include_router(outer, prefix="/out")
+    assert make_client(app).get("/out/in/leaf").text == "leaf"
+    assert order == ["outer", "inner"]
+
+
+def test_routing_cost_does_not_depend_on_route_count() -> None:
+    # the matcher is a trie: the last of many routes is found by walking the
+    # path's segments, so a lookup touches a handful of nodes, not the routes
+    app = App()
+    for k in range(2000):
+        app.get(f"/r{k}/{{x}}/items/{{y}}", name=f"r{k}")(lambda x, y: None)
+    route, params, _ = app._matcher.match("GET", "/r1999/a/items/b")
+    assert route is not None and route.name == "r1999"
+    assert params == {"x": "a", "y": "b"}
+    assert len(app._matcher._root.dynamic) == 0  # nothing to scan at the root
