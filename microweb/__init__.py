@@ -1,7 +1,7 @@
 """microweb: one app, served by WSGI and ASGI servers alike."""
 
 from .applications import App
-from .datastructures import FormData, Headers, QueryParams, UploadFile
+from .datastructures import FormData, UploadFile
 from .exceptions import HTTPException, WebSocketDisconnect, abort
 from .requests import Request
 from .responses import (
@@ -22,10 +22,8 @@ __all__ = [
     "FormData",
     "HTMLResponse",
     "HTTPException",
-    "Headers",
     "JSONResponse",
     "PlainTextResponse",
-    "QueryParams",
     "RedirectResponse",
     "Request",
     "Response",

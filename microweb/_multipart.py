@@ -5,8 +5,9 @@ The reader is fed the body as it arrives (from ``wsgi.input`` or ASGI
 in-memory head of each file: file parts spool to a temporary file beyond
 `SPOOL_THRESHOLD`. Every limit of the app applies while streaming (413); a
 malformed stream, a bad boundary, undecodable text or an unknown charset
-is a 400. Under ASGI, writes to disk run in a worker thread, batched, so the
-event loop never blocks on the file system.
+is a 400. In async code, writes that reach the disk are batched and handed
+to the channel's `offload` (a worker thread), so the event loop never
+blocks on the file system.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class MultipartReader:
     def __init__(self, request: Request) -> None:
         app = request.app
         boundary = parse_boundary(request.content_type)
+        #: Runs a blocking call off the event loop (the protocol adapter decides how).
+        self.offload = request._channel.offload
         self.max_fields = app.max_form_fields
         self.max_files = app.max_form_files
         self.max_field_size = app.max_form_field_size
@@ -127,14 +130,12 @@ class MultipartReader:
                     await self._flush_async()
 
     async def _flush_async(self) -> None:
-        import anyio.to_thread
-
         data = b"".join(self.pending)
         self.pending, self.pending_size = [], 0
         if self.spooled_size + len(data) <= SPOOL_THRESHOLD:
             self._write_file(data)  # stays in memory: cheap
         else:
-            await anyio.to_thread.run_sync(self._write_file, data)
+            await self.offload(self._write_file, data)
 
     def finish(self) -> FormData:
         """End of the body: check the stream is complete and return the form."""

@@ -180,17 +180,18 @@ class App(Registrar):
         self, key: int | type[BaseException]
     ) -> Callable[[Handler], Handler]:
         """Register ``handler(request, exc)`` for a status code or an exception class."""
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 400 <= key <= 599:
+                raise ValueError(f"exception handlers are for 4xx/5xx statuses, not {key}")
+        elif not (isinstance(key, type) and issubclass(key, Exception)):
+            raise TypeError("exception_handler() takes a status code or an Exception class")
 
         def decorator(fn: Handler) -> Handler:
             hook = Hook.of(fn)
-            if isinstance(key, int) and not isinstance(key, bool):
-                if not 400 <= key <= 599:
-                    raise ValueError(f"exception handlers are for 4xx/5xx statuses, not {key}")
+            if isinstance(key, int):
                 self._status_handlers[key] = hook
-            elif isinstance(key, type) and issubclass(key, Exception):
-                self._class_handlers[key] = hook
             else:
-                raise TypeError("exception_handler() takes a status code or an Exception class")
+                self._class_handlers[key] = hook
             self._has_error_handlers = True
             return fn
 

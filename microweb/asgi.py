@@ -128,6 +128,9 @@ class ASGIChannel(LoopRunner):
     def read_sync(self, size: int) -> bytes:
         return asyncio.run_coroutine_threadsafe(self.read_async(size), self._loop).result()
 
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._pool.run(fn, *args)
+
     # -- Runner
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
         request = self.request

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._parsers import parse_cookies, parse_options_header, parse_qsl
@@ -46,6 +46,9 @@ class Channel(Protocol):
     def on_loop(self) -> bool: ...
     def read_sync(self, size: int) -> bytes: ...
     def read_async(self, size: int) -> Awaitable[bytes]: ...
+    def offload(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """From the event loop: run a blocking ``fn(*args)`` in a thread and await it."""
+        ...
 
 
 class HTTPConnection:

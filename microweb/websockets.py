@@ -60,6 +60,9 @@ class _Channel:
     async def read_async(self, size: int) -> bytes:  # pragma: no cover
         return b""
 
+    async def offload(self, fn: Any, *args: Any) -> Any:  # pragma: no cover
+        return fn(*args)
+
 
 class WebSocket(HTTPConnection):
     """A WebSocket connection: accept it, then send and receive text, bytes or JSON.

@@ -118,6 +118,9 @@ class WSGIChannel:
     async def read_async(self, size: int) -> bytes:
         return await self.bridge.call_in_thread(self.read_sync, size)  # type: ignore[no-any-return]
 
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.bridge.call_in_thread(fn, *args)
+
     # -- Runner
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         return shared_loop.call(fn, args, kw, self.bridge)

@@ -1,0 +1,185 @@
+"""Where code runs: def code never on an event loop; async code under WSGI on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from typing import Any
+
+import pytest
+
+from microweb import App, Request, Response, StreamingResponse
+
+from .conftest import MakeClient
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_def_code_never_runs_on_an_event_loop(make_client: MakeClient) -> None:
+    app = App()
+    seen: dict[str, bool] = {}
+
+    @app.before_request
+    def before(request: Request) -> None:
+        seen["before"] = _on_loop()
+
+    @app.middleware
+    async def wrap(request: Request, call_next: Any) -> Response:
+        seen["async middleware"] = _on_loop()
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    @app.middleware
+    def sync_wrap(request: Request, call_next: Any) -> Response:
+        seen["sync middleware"] = _on_loop()
+        return call_next(request)  # type: ignore[no-any-return]
+
+    @app.after_request
+    def after(request: Request, response: Response) -> None:
+        seen["after"] = _on_loop()
+
+    @app.get("/sync")
+    def sync_handler() -> str:
+        seen["handler"] = _on_loop()
+        return "ok"
+
+    @app.get("/async")
+    async def async_handler() -> str:
+        seen["async handler"] = _on_loop()
+        return "ok"
+
+    @app.exception_handler(KeyError)
+    def on_key_error(request: Request, exc: KeyError) -> str:
+        seen["error handler"] = _on_loop()
+        return "handled"
+
+    @app.get("/error")
+    async def error() -> None:
+        raise KeyError("x")
+
+    client = make_client(app)
+    assert client.get("/sync").text == "ok"
+    assert client.get("/async").text == "ok"
+    assert client.get("/error").text == "handled"
+    assert seen == {
+        "before": False,
+        "async middleware": True,
+        "sync middleware": False,
+        "after": False,
+        "handler": False,
+        "async handler": True,
+        "error handler": False,
+    }
+
+
+def test_async_code_under_wsgi_shares_one_loop() -> None:
+    from microweb.testing import TestClient
+
+    app = App()
+    loops: set[int] = set()
+    threads: set[int] = set()
+
+    @app.get("/")
+    async def index() -> str:
+        loops.add(id(asyncio.get_running_loop()))
+        threads.add(threading.get_ident())
+        return "ok"
+
+    with TestClient(app, protocol="wsgi") as client:
+        for _ in range(5):
+            assert client.get("/").text == "ok"
+    assert len(loops) == 1
+    assert threading.get_ident() not in threads  # not the WSGI thread: the loop's own
+
+
+def test_context_variables_flow_from_async_middleware_to_def_handler(
+    make_client: MakeClient,
+) -> None:
+    app = App()
+
+    @app.middleware
+    async def set_id(request: Request, call_next: Any) -> Response:
+        request_id.set(request.headers.get("x-id", "none"))
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    @app.get("/sync")
+    def sync_handler() -> str:
+        return request_id.get()
+
+    @app.get("/async")
+    async def async_handler() -> str:
+        return request_id.get()
+
+    client = make_client(app)
+    assert client.get("/sync", headers={"x-id": "a1"}).text == "a1"
+    assert client.get("/async", headers={"x-id": "b2"}).text == "b2"
+
+
+def test_async_stream_under_wsgi_may_read_the_body(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> StreamingResponse:
+        return StreamingResponse(request.stream())
+
+    payload = bytes(range(256)) * 1000
+    assert make_client(app).post("/echo", content=payload).content == payload
+
+
+def _asgi_get(app: App, path: str) -> Any:
+    async def one() -> bytes:
+        body = bytearray()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [],
+            "scheme": "http",
+            "root_path": "",
+        }
+        await app.asgi(scope, receive, send)
+        return bytes(body)
+
+    return one()
+
+
+@pytest.mark.parametrize(("limit", "parties", "expected"), [(2, 3, b"broken"), (100, 50, b"ok")])
+def test_thread_limit_bounds_def_handlers_under_asgi(limit: int, parties: int, expected: bytes) -> None:
+    app = App(thread_limit=limit)
+    barrier = threading.Barrier(parties, timeout=1.0)
+
+    @app.get("/")
+    def wait_for_all() -> bytes:
+        # reaches the barrier only if `parties` handlers run at the same time
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            return b"broken"
+        return b"ok"
+
+    async def run() -> list[bytes]:
+        return list(await asyncio.gather(*(_asgi_get(app, "/") for _ in range(parties))))
+
+    assert asyncio.run(run()) == [expected] * parties
+
+
+def test_default_thread_limit_is_well_above_anyios_40() -> None:
+    assert App().thread_limit >= 100
