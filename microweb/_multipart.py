@@ -16,7 +16,7 @@ import codecs
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-import multipart
+import multipart  # type: ignore[import-untyped]
 
 from ._parsers import parse_options_header
 from .datastructures import FormData, Headers, UploadFile

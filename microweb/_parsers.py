@@ -73,9 +73,7 @@ def _unquote_cookie(value: str) -> str:
 
 
 #: RFC 6265 cookie-octet: what a cookie value may hold without quoting.
-_COOKIE_OCTETS = frozenset(
-    chr(c) for c in range(0x21, 0x7F) if chr(c) not in {'"', ",", ";", "\\"}
-)
+_COOKIE_OCTETS = frozenset(chr(c) for c in range(0x21, 0x7F) if chr(c) not in {'"', ",", ";", "\\"})
 
 
 def quote_cookie(value: str) -> str:

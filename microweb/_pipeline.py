@@ -25,10 +25,9 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .exceptions import HTTPException
+from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
 from .routing import allowed_methods
-
-from .requests import _UNSET
 
 if TYPE_CHECKING:
     from .applications import App
@@ -303,9 +302,7 @@ def handle_error(app: App, request: Request, exc: Exception) -> Flow:
 
 
 def _log_error(request: Request, exc: BaseException) -> None:
-    logger.error(
-        "Exception while handling %s %s", request.method, request.path, exc_info=exc
-    )
+    logger.error("Exception while handling %s %s", request.method, request.path, exc_info=exc)
 
 
 def server_error(app: App, exc: BaseException) -> Response:

@@ -99,7 +99,10 @@ async def _pump_async(stream: AsyncIterable[bytes | str], send: Send) -> bool:
 
 
 def _pump_sync(
-    stream: Iterable[bytes | str], send: Send, loop: asyncio.AbstractEventLoop, stop: threading.Event
+    stream: Iterable[bytes | str],
+    send: Send,
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event,
 ) -> bool:
     it = iter(stream)
     try:
@@ -107,7 +110,11 @@ def _pump_sync(
             if stop.is_set():
                 return False
             data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-            message: dict[str, Any] = {"type": "http.response.body", "body": data, "more_body": True}
+            message: dict[str, Any] = {
+                "type": "http.response.body",
+                "body": data,
+                "more_body": True,
+            }
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
     except Exception as exc:
         logger.error("Exception while streaming a response", exc_info=exc)

@@ -176,9 +176,7 @@ class App(Registrar):
         self._hookless = False
         return fn
 
-    def exception_handler(
-        self, key: int | type[BaseException]
-    ) -> Callable[[Handler], Handler]:
+    def exception_handler(self, key: int | type[BaseException]) -> Callable[[Handler], Handler]:
         """Register ``handler(request, exc)`` for a status code or an exception class."""
         if isinstance(key, int) and not isinstance(key, bool):
             if not 400 <= key <= 599:

@@ -90,7 +90,9 @@ class ASGIChannel(LoopRunner):
 
     # -- Channel
     def raw_headers(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]]
+        return [
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]
+        ]
 
     def content_length(self) -> int | None:
         fields = [v.decode("latin-1") for k, v in self.scope["headers"] if k == b"content-length"]

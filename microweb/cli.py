@@ -41,7 +41,7 @@ def serve(app: App, host: str = "127.0.0.1", port: int = 8000, server: str = "uv
         uvicorn.run(app.asgi, host=host, port=port)
     elif server == "waitress":
         try:
-            import waitress
+            import waitress  # type: ignore[import-untyped]
         except ImportError:
             raise SystemExit("waitress is not installed: pip install waitress") from None
         waitress.serve(app.wsgi, host=host, port=port)

@@ -59,9 +59,7 @@ class Headers:
 
     __slots__ = ("_list",)
 
-    def __init__(
-        self, raw: Iterable[tuple[str, str]] | Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, raw: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         if raw is None:
             self._list: list[tuple[str, str]] = []
         elif isinstance(raw, Mapping):
@@ -139,9 +137,7 @@ class MutableHeaders(Headers):
 
     __slots__ = ()
 
-    def __init__(
-        self, raw: Iterable[tuple[str, str]] | Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, raw: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         super().__init__(None)
         if raw is not None:
             pairs = raw.items() if isinstance(raw, Mapping) else raw

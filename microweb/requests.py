@@ -36,8 +36,11 @@ class Channel(Protocol):
     """What a protocol adapter gives a request (implemented in wsgi.py and asgi.py)."""
 
     protocol: str
-    environ: dict[str, Any] | None
-    scope: dict[str, Any] | None
+
+    @property
+    def environ(self) -> dict[str, Any] | None: ...
+    @property
+    def scope(self) -> dict[str, Any] | None: ...
 
     def raw_headers(self) -> list[tuple[str, str]]: ...
     def content_length(self) -> int | None: ...
@@ -183,6 +186,9 @@ class Request(HTTPConnection):
     """An HTTP request. Body methods are awaited in async code, called in sync code."""
 
     __slots__ = ("_body", "_consumer", "_declared", "_form", "_json", "_streamed")
+
+    _body: bytes | None
+    _form: FormData | None
 
     def __init__(
         self,

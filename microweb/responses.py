@@ -282,7 +282,10 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
             headers.append(("content-length", str(len(body))))
         if not has_type:
             headers.append(
-                ("content-type", "application/octet-stream" if body else "text/plain; charset=utf-8")
+                (
+                    "content-type",
+                    "application/octet-stream" if body else "text/plain; charset=utf-8",
+                )
             )
     elif not has_type:
         headers.append(("content-type", "application/octet-stream"))
@@ -292,6 +295,7 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
 # --------------------------------------------------------------------------
 # What a handler returns -> Response
 # --------------------------------------------------------------------------
+
 
 def to_response(rv: Any) -> Response:
     """Convert a handler's return value (see the table in the docs) to a Response."""

@@ -313,7 +313,9 @@ class Route:
         self.after = after
         self.is_async = is_coroutine_function(endpoint)
         if websocket and not self.is_async:
-            raise TypeError(f"WebSocket handler {_describe(endpoint)} must be an async def function")
+            raise TypeError(
+                f"WebSocket handler {_describe(endpoint)} must be an async def function"
+            )
         names: list[str] = []
         for spec in segments:
             if isinstance(spec, _Param | _Rest):
@@ -323,7 +325,9 @@ class Route:
         self.param_names = tuple(names)
         self._call, self._kwmap = _analyse(endpoint, self.param_names, websocket)
 
-    def arguments(self, conn: Any, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def arguments(
+        self, conn: Any, params: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments for one call of the handler."""
         call = self._call
         if call == _CALL_REQUEST:
@@ -427,9 +431,14 @@ def _analyse(
     if len(kwmap) == 1 and kwmap[0][1] is None:
         params = list(sig.parameters.values())
         first = params[0] if params else None
-        if first is not None and first.name == kwmap[0][0] and first.kind in (
-            first.POSITIONAL_ONLY,
-            first.POSITIONAL_OR_KEYWORD,
+        if (
+            first is not None
+            and first.name == kwmap[0][0]
+            and first.kind
+            in (
+                first.POSITIONAL_ONLY,
+                first.POSITIONAL_OR_KEYWORD,
+            )
         ):
             return _CALL_REQUEST, ()
     if positional_conn:
@@ -520,8 +529,8 @@ class Matcher:
                 node = node.static.setdefault(spec.text, _Node())
                 continue
             if isinstance(spec, _Rest):
-                for existing, child in node.rest:
-                    if _same_spec(existing, spec):
+                for rest, child in node.rest:
+                    if _same_spec(rest, spec):
                         node = child
                         break
                 else:
@@ -529,8 +538,8 @@ class Matcher:
                     node.rest.append((spec, child))
                     node = child
                 continue
-            for existing, _, child in node.dynamic:
-                if _same_spec(existing, spec):
+            for dyn, _, child in node.dynamic:
+                if _same_spec(dyn, spec):
                     node = child
                     break
             else:

@@ -85,7 +85,7 @@ class WSGITransport(httpx.BaseTransport):
             "GET",
             "HEAD",
         )
-        body = b"".join(request.stream)  # type: ignore[union-attr]
+        body = request.read()
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": self.root_path,
@@ -116,7 +116,9 @@ class WSGITransport(httpx.BaseTransport):
             environ[key] = f"{environ[key]}, {value}" if key in environ else value
         captured: dict[str, Any] = {}
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             captured["status"] = int(status.split(" ", 1)[0])
             captured["headers"] = headers
             return lambda data: None
@@ -180,7 +182,7 @@ class _ASGIStream(httpx.SyncByteStream):
         self._done.set()
 
 
-def _rechunk(stream: Any, size: int = 65536) -> Iterator[bytes]:
+def _rechunk(stream: Any, size: int = 65536) -> Iterator[bytes]:  # a SyncByteStream
     """The request body in messages of at most `size` bytes, as a server sends them."""
     for chunk in stream:
         for i in range(0, len(chunk), size):
@@ -224,7 +226,7 @@ class ASGITransport(httpx.BaseTransport):
         }
         messages: queue.Queue[Any] = queue.Queue()
         done = threading.Event()
-        body_iter = _rechunk(request.stream)  # type: ignore[arg-type]
+        body_iter = _rechunk(request.stream)
         asgi = self._client.app.asgi
 
         async def receive() -> dict[str, Any]:
@@ -273,6 +275,7 @@ class WebSocketTestSession:
     """A WebSocket connection to the app, used from a (sync) test."""
 
     def __init__(self, client: TestClient, scope: dict[str, Any]) -> None:
+        self._asgi = client.app.asgi
         self._portal = client._portal()
         self._scope = scope
         self._to_app: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -282,7 +285,7 @@ class WebSocketTestSession:
         self._closed = False
 
     def __enter__(self) -> WebSocketTestSession:
-        asgi = self._client_app_asgi()
+        asgi = self._asgi
         to_app, from_app = self._to_app, self._from_app
 
         async def receive() -> dict[str, Any]:
@@ -321,9 +324,6 @@ class WebSocketTestSession:
                     break
             raise WebSocketDenied(message["status"], body)
         raise RuntimeError(f"unexpected message {message!r}")
-
-    def _client_app_asgi(self) -> Any:
-        return self._asgi
 
     def __exit__(
         self,
@@ -490,15 +490,15 @@ class TestClient(httpx.Client):
             if message["type"] != "lifespan.shutdown.complete":
                 raise RuntimeError(f"application shutdown failed: {message.get('message', '')}")
 
-    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
         self.startup()
         return super().request(*args, **kwargs)
 
-    def send(self, *args: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+    def send(self, *args: Any, **kwargs: Any) -> httpx.Response:
         self.startup()
         return super().send(*args, **kwargs)
 
-    def __enter__(self) -> TestClient:  # type: ignore[override]
+    def __enter__(self) -> TestClient:
         super().__enter__()
         self.startup()
         return self
@@ -557,10 +557,4 @@ class TestClient(httpx.Client):
             "state": {},
             "extensions": {"websocket.http.response": {}},
         }
-        session = WebSocketTestSession(self, scope)
-        session._asgi = self.app.asgi  # type: ignore[attr-defined]
-        return session
-
-
-# keep pytest from collecting the class when a test module imports it
-TestClient.__test__ = False  # type: ignore[attr-defined]
+        return WebSocketTestSession(self, scope)

@@ -36,7 +36,9 @@ class _Channel:
         self.scope = scope
 
     def raw_headers(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]]
+        return [
+            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]
+        ]
 
     def content_length(self) -> int | None:
         return None
@@ -90,7 +92,14 @@ class WebSocket(HTTPConnection):
             scope.get("scheme", "ws"), "ws"
         )
         super().__init__(
-            adapter.app, _Channel(scope), "GET", path, raw_s, qs.decode("latin-1"), root_path, scheme
+            adapter.app,
+            _Channel(scope),
+            "GET",
+            path,
+            raw_s,
+            qs.decode("latin-1"),
+            root_path,
+            scheme,
         )
         self._receive = receive
         self._send = send
@@ -122,8 +131,7 @@ class WebSocket(HTTPConnection):
             from .datastructures import MutableHeaders
 
             raw_headers = [
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in MutableHeaders(headers).raw
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in MutableHeaders(headers).raw
             ]
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")

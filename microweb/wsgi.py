@@ -357,6 +357,8 @@ class _AsyncBody:
         loop = shared_loop.get()
         self._loop = loop
         self._stopped = threading.Event()
+        self._sem: Any = None
+        self._task: Any = None
         put = bridge.queue.put
         ahead = self.AHEAD
 

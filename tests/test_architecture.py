@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import microweb
-
 import ast
 from pathlib import Path
+
+import microweb
 
 PACKAGE = Path(microweb.__file__).parent
 

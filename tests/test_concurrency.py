@@ -162,7 +162,9 @@ def _asgi_get(app: App, path: str) -> Any:
 
 
 @pytest.mark.parametrize(("limit", "parties", "expected"), [(2, 3, b"broken"), (100, 50, b"ok")])
-def test_thread_limit_bounds_def_handlers_under_asgi(limit: int, parties: int, expected: bytes) -> None:
+def test_thread_limit_bounds_def_handlers_under_asgi(
+    limit: int, parties: int, expected: bytes
+) -> None:
     app = App(thread_limit=limit)
     barrier = threading.Barrier(parties, timeout=1.0)
 

@@ -102,7 +102,7 @@ def test_failing_startup(protocol: str) -> None:
 
 def test_startup_belongs_to_each_app() -> None:
     a, a_events = _counting_app()
-    b, b_events = _counting_app()
+    _b, b_events = _counting_app()
     with TestClient(a, protocol="asgi") as client:
         client.get("/")
     assert a_events[:2] == ["start sync", "start async"]

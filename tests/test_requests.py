@@ -226,7 +226,9 @@ def test_body_and_text(make_client: MakeClient, kind: str) -> None:
     assert r.json()["text"] == "héllo"
     r = client.post(f"/{kind}/body", content=latin, headers={"content-type": "text/plain"})
     assert r.status_code == 400
-    r = client.post(f"/{kind}/body", content=b"x", headers={"content-type": "text/plain; charset=nope"})
+    r = client.post(
+        f"/{kind}/body", content=b"x", headers={"content-type": "text/plain; charset=nope"}
+    )
     assert r.status_code == 400
 
 
