@@ -346,6 +346,15 @@ class State:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"state has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: Any) -> None:  # typed: any attribute may be set
+        self.__dict__[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"state has no attribute {name!r}") from None
+
     def __contains__(self, name: str) -> bool:
         return name in self.__dict__
 

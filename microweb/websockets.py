@@ -145,7 +145,12 @@ class WebSocket(HTTPConnection):
         if self._app_state == _CLOSED:
             return
         self._app_state = _CLOSED
-        await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})
+        if self._client_state == _CLOSED:
+            return  # the client left: there is no one to tell
+        try:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason or ""})
+        except OSError:  # it left while we were closing
+            self._client_state = _CLOSED
 
     # --------------------------------------------------------------- receive
     async def receive(self) -> dict[str, Any]:
