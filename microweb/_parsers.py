@@ -123,6 +123,10 @@ def parse_content_length(values: list[str]) -> int | None:
     Raises ValueError unless every field (and every comma-separated item in a
     field a server folded) is plain ASCII digits and all agree (RFC 9110 §8.6).
     """
+    if len(values) == 1:
+        field = values[0]
+        if field.isdigit() and field.isascii() and len(field) <= 18:
+            return int(field)  # the common case: one plain number
     found: int | None = None
     for field in values:
         for item in field.split(","):

@@ -43,6 +43,7 @@ __all__ = [
     "drive_sync",
     "is_direct",
     "match_request",
+    "unrouted_response",
 ]
 
 logger = logging.getLogger("microweb")
@@ -165,7 +166,34 @@ def is_direct(app: App, route: Route | None) -> bool:
     (``def`` under WSGI, ``async def`` under ASGI) and skip driving `dispatch`:
     the same semantics, minus the generator (about 1.5 µs a request).
     """
-    return route is not None and app._hookless and not route.before and not route.after
+    return route is not None and app._hookless and route.plain
+
+
+def unrouted_response(app: App, request: Request, leaves: list[_Leaf]) -> Response | None:
+    """The answer to a request no route takes (404, 405, OPTIONS, a slash redirect...)
+    when no hook, middleware or error handler could change it; else None."""
+    if not app._hookless or app._has_error_handlers:
+        return None
+    try:
+        if request._declared is _UNSET:
+            request._check_length()
+        exc = _no_route(app, request, leaves)
+    except HTTPException as error:
+        exc = error
+    if type(exc) is _Redirect:
+        return Response(b"", exc.status, exc.headers)
+    if exc.status == 404 and exc.detail == "Not Found":
+        return _not_found()  # nothing can change it: one shared response
+    return error_response(exc)
+
+
+_NOT_FOUND: list[Response] = []
+
+
+def _not_found() -> Response:
+    if not _NOT_FOUND:
+        _NOT_FOUND.append(error_response(HTTPException(404)))
+    return _NOT_FOUND[0]
 
 
 def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) -> Flow:
@@ -261,8 +289,8 @@ def _no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPException:
         if request.method == "OPTIONS":
             return _Redirect(204, headers={"Allow": allow})
         return HTTPException(405, headers={"Allow": allow})
-    if app.redirect_slashes and request.path != "/":
-        path = request.path
+    path = request.path
+    if app.redirect_slashes and path != "/" and (path.endswith("/") or app._matcher.slash_routes):
         other = path[:-1] if path.endswith("/") else path + "/"
         route, _, other_leaves = app._matcher.match(request.method, other)
         if route is not None or other_leaves:

@@ -24,12 +24,12 @@ from ._pipeline import (
     dispatch,
     drive_async,
     handle_error,
-    is_direct,
     match_request,
+    unrouted_response,
 )
 from .exceptions import HTTPException
 from .requests import _UNSET, Request
-from .responses import Response, to_response, wire_headers
+from .responses import Response, to_response, wire_headers_bytes
 
 if TYPE_CHECKING:
     from .applications import App
@@ -95,8 +95,14 @@ class ASGIChannel(LoopRunner):
         ]
 
     def content_length(self) -> int | None:
-        fields = [v.decode("latin-1") for k, v in self.scope["headers"] if k == b"content-length"]
-        return parse_content_length(fields) if fields else None
+        fields = None
+        for k, v in self.scope["headers"]:
+            if k == b"content-length":
+                if fields is None:
+                    fields = [v.decode("latin-1")]
+                else:
+                    fields.append(v.decode("latin-1"))
+        return None if fields is None else parse_content_length(fields)
 
     def server(self) -> str:
         server = self.scope.get("server")
@@ -179,20 +185,11 @@ class ASGIAdapter:
         self._start_lock: asyncio.Lock | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            from .websockets import serve_websocket
-
-            await serve_websocket(self, scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
-
-    # -------------------------------------------------------------------- http
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # http is handled here, not in a method of its own: one coroutine less
+        # on every request
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
+            return
         app = self.app
         if not app._started:
             failure = await self._lazy_startup()
@@ -224,7 +221,12 @@ class ASGIAdapter:
         try:
             leaves = match_request(app, request, segments)
             route = request.route
-            if route is not None and route.is_async and is_direct(app, route):
+            if route is None:
+                response = unrouted_response(app, request, leaves) or await drive_async(
+                    dispatch(app, request, channel, leaves), channel
+                )
+            elif route.is_async and route.plain and app._hookless:
+                # nothing but the handler runs: call it here (see _pipeline.is_direct)
                 try:
                     if request._declared is _UNSET:
                         request._check_length()
@@ -234,28 +236,35 @@ class ASGIAdapter:
                     response = await drive_async(handle_error(app, request, exc), channel)
             else:
                 response = await drive_async(dispatch(app, request, channel, leaves), channel)
-            await self._send(response, request, channel, send)
+            headers, has_body = wire_headers_bytes(response)
+            start = {"type": "http.response.start", "status": response.status, "headers": headers}
+            await send(start)
+            stream = response.stream
+            if stream is None:
+                body = response.body if has_body and request.method != "HEAD" else b""
+                await send({"type": "http.response.body", "body": body})
+            elif has_body and request.method != "HEAD":
+                from ._streaming import stream_asgi
+
+                await stream_asgi(stream, channel, send, self.pool)
+            else:
+                await _aclose(stream)
+                await send({"type": "http.response.body", "body": b""})
         finally:
-            request._close()
+            channel.request = None  # no request <-> channel cycle left for the GC
+            if request._form is not None:
+                request._close()
 
-    async def _send(
-        self, response: Response, request: Request, channel: ASGIChannel, send: Send
-    ) -> None:
-        fields, has_body = wire_headers(response)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        stream = response.stream
-        if stream is None:
-            body = response.body if has_body and request.method != "HEAD" else b""
-            await send({"type": "http.response.body", "body": body})
-            return
-        if not has_body or request.method == "HEAD":
-            await _aclose(stream)
-            await send({"type": "http.response.body", "body": b""})
-            return
-        from ._streaming import stream_asgi
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            from .websockets import serve_websocket
 
-        await stream_asgi(stream, channel, send, self.pool)
+            await serve_websocket(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
     # ---------------------------------------------------------------- lifespan
     async def _run_flow(self, flow: Generator[Step, Any, None]) -> None:
@@ -314,8 +323,7 @@ class ASGIAdapter:
 
 
 async def _send_plain(send: Send, response: Response) -> None:
-    fields, _ = wire_headers(response)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+    headers, _ = wire_headers_bytes(response)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 

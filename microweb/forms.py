@@ -36,7 +36,8 @@ def _kind(request: Request) -> str:
 def parse_form_sync(request: Request) -> FormData:
     kind = _kind(request)
     if kind == "application/x-www-form-urlencoded":
-        return parse_urlencoded(request.app, request._body_sync())
+        request._consume("body")
+        return parse_urlencoded(request.app, request._read_all_sync())
     if kind == "multipart/form-data":
         from ._multipart import MultipartReader
 
@@ -55,7 +56,8 @@ def parse_form_sync(request: Request) -> FormData:
 async def parse_form_async(request: Request) -> FormData:
     kind = _kind(request)
     if kind == "application/x-www-form-urlencoded":
-        return parse_urlencoded(request.app, await request._body_async())
+        request._consume("body")
+        return parse_urlencoded(request.app, await request._read_all_async())
     if kind == "multipart/form-data":
         from ._multipart import MultipartReader
 

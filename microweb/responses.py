@@ -52,10 +52,26 @@ _json_encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
 ).encode
 
+try:  # the C encoder, made once (JSONEncoder.encode makes one per call)
+    from json.encoder import c_make_encoder, encode_basestring
+
+    _c_encode: Any = None
+    if c_make_encoder is not None:  # markers=None: no cycle check (a cycle: RecursionError)
+        _c_encode = c_make_encoder(
+            None, _json_default, encode_basestring, None, ":", ",", False, False, False
+        )
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    _c_encode = None
+
 
 def json_dumps(data: Any) -> bytes:
-    """Compact UTF-8 JSON, as `JSONResponse` sends it."""
+    """Compact UTF-8 JSON, as `JSONResponse` sends it (no NaN; a cycle raises)."""
+    if _c_encode is not None:
+        return "".join(_c_encode(data, 0)).encode("utf-8")
     return _json_encode(data).encode("utf-8")
+
+
+_new = object.__new__
 
 
 def _new_headers() -> MutableHeaders:
@@ -86,9 +102,13 @@ class Response:
     #: Set by streaming responses: the iterable the adapters send chunk by chunk.
     stream: Iterable[bytes | str] | AsyncIterable[bytes | str] | None = None
 
+    #: True while `render` is Response's own (str is then simply UTF-8 encoded).
+    _plain_render: ClassVar[bool] = True
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._class_content_type = _content_type(cls.media_type)
+        cls._plain_render = cls.render is Response.render
 
     def __init__(
         self,
@@ -100,12 +120,17 @@ class Response:
         if type(status) is not int or not 100 <= status <= 599:
             raise ValueError(f"status must be an int in 100..599, not {status!r}")
         self.status = status
-        self.body = content if type(content) is bytes else self.render(content)
+        kind = type(content)
+        if kind is bytes:
+            self.body = content
+        elif kind is str and self._plain_render:
+            self.body = content.encode("utf-8")
+        else:
+            self.body = self.render(content)
         ct = self._class_content_type if media_type is None else _content_type(media_type)
         if headers is None:
-            h = _new_headers()
-            if ct is not None:
-                h._list = [("content-type", ct)]
+            h = _new(MutableHeaders)
+            h._list = [] if ct is None else [("content-type", ct)]
         else:
             h = MutableHeaders(headers)
             if ct is not None and "content-type" not in h:
@@ -214,7 +239,7 @@ class JSONResponse(Response):
         super().__init__(data, status, headers, media_type)
 
     def render(self, content: Any) -> bytes:
-        return _json_encode(content).encode("utf-8")
+        return json_dumps(content)
 
 
 #: Characters kept as they are in a redirect target (everything URL syntax needs).
@@ -290,6 +315,43 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
     elif not has_type:
         headers.append(("content-type", "application/octet-stream"))
     return headers, True
+
+
+#: Encoded ``content-type`` fields, by value (a few media types serve most responses).
+_encoded_types: dict[str, tuple[bytes, bytes]] = {}
+
+
+def wire_headers_bytes(response: Response) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """`wire_headers` as ASGI wants them: (name, value) pairs of bytes."""
+    status = response.status
+    if status in NO_BODY_STATUSES or status < 200:
+        fields, has_body = wire_headers(response)
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields], has_body
+    out = []
+    has_type = has_length = False
+    for k, v in response.headers._list:
+        if k == "content-type":
+            has_type = True
+            pair = _encoded_types.get(v)
+            if pair is None:
+                pair = (b"content-type", v.encode("latin-1"))
+                if len(_encoded_types) < 64:
+                    _encoded_types[v] = pair
+            out.append(pair)
+            continue
+        if k == "content-length":
+            has_length = True
+        out.append((k.encode("latin-1"), v.encode("latin-1")))
+    if response.stream is None:
+        body = response.body
+        if not has_length:
+            out.append((b"content-length", b"%d" % len(body)))
+        if not has_type:
+            ctype = b"application/octet-stream" if body else b"text/plain; charset=utf-8"
+            out.append((b"content-type", ctype))
+    elif not has_type:
+        out.append((b"content-type", b"application/octet-stream"))
+    return out, True
 
 
 # --------------------------------------------------------------------------

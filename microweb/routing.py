@@ -287,6 +287,7 @@ class Route:
         "name",
         "param_names",
         "path",
+        "plain",
         "segments",
         "websocket",
     )
@@ -311,6 +312,8 @@ class Route:
         self.websocket = websocket
         self.before = before
         self.after = after
+        #: No hooks of its own (a router's): with a hookless app, only the handler runs.
+        self.plain = not before and not after
         self.is_async = is_coroutine_function(endpoint)
         if websocket and not self.is_async:
             raise TypeError(
@@ -516,13 +519,17 @@ def _same_spec(a: Any, b: Any) -> bool:
 class Matcher:
     """All routes of an app, compiled into a segment trie."""
 
-    __slots__ = ("_root", "_static")
+    __slots__ = ("_root", "_static", "slash_routes")
 
     def __init__(self) -> None:
         self._root = _Node()
         self._static: dict[str, _Leaf] = {}
+        #: Whether any route's path ends with "/" (else "/x" never redirects to "/x/").
+        self.slash_routes = False
 
     def add(self, route: Route) -> None:
+        if route.path.endswith("/"):
+            self.slash_routes = True
         node = self._root
         for spec in route.segments:
             if isinstance(spec, _Static):

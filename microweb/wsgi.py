@@ -24,9 +24,9 @@ from ._pipeline import (
     dispatch,
     drive_sync,
     handle_error,
-    is_direct,
     match_request,
     server_error,
+    unrouted_response,
 )
 from .exceptions import HTTPException, reason_phrase
 from .requests import _UNSET, Request
@@ -202,7 +202,12 @@ class WSGIAdapter:
         )
         leaves = match_request(app, request, segments)
         route = request.route
-        if route is not None and not route.is_async and is_direct(app, route):
+        if route is None:
+            response = unrouted_response(app, request, leaves) or drive_sync(
+                dispatch(app, request, channel, leaves), channel.call_async
+            )
+        elif not route.is_async and route.plain and app._hookless:
+            # nothing but the handler runs: call it here (see _pipeline.is_direct)
             try:
                 if request._declared is _UNSET:
                     request._check_length()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import io
 import threading
 from typing import Any
 
@@ -185,3 +186,88 @@ def test_thread_limit_bounds_def_handlers_under_asgi(
 
 def test_default_thread_limit_is_well_above_anyios_40() -> None:
     assert App().thread_limit >= 100
+
+
+def _raw_post(
+    app: App, protocol: str, path: str, body: bytes, loop: asyncio.AbstractEventLoop
+) -> int:
+    """One request through the bare entry point (no client that allocates cycles)."""
+    if protocol == "wsgi":
+        status: list[str] = []
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "CONTENT_LENGTH": str(len(body)),
+            "SERVER_NAME": "t",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+        }
+        result = app.wsgi(environ, lambda s, h, e=None: status.append(s))
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+        return int(status[0][:3])
+
+    async def run() -> int:
+        sent: list[dict[str, Any]] = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+        await app.asgi(scope, receive, send)
+        return int(sent[0]["status"])
+
+    return loop.run_until_complete(run())
+
+
+def test_a_request_leaves_no_reference_cycles(protocol: str) -> None:
+    # every request's objects are freed by reference counting alone: a cycle
+    # per request (say request <-> channel) makes the GC run often and slowly
+    import gc
+    import logging
+
+    app = App()
+
+    @app.post("/sync")
+    def sync_echo(request: Request) -> Any:
+        return request.json()
+
+    @app.post("/async")
+    async def async_echo(request: Request) -> Any:
+        return await request.json()
+
+    @app.post("/fail")
+    def fail() -> None:
+        raise ValueError("x")
+
+    paths = {"/sync": 200, "/async": 200, "/missing": 404, "/fail": 500}
+    logging.getLogger("microweb").disabled = True
+    loop = asyncio.new_event_loop()
+    try:
+        for path in paths:  # warm up: threads, loops, caches
+            _raw_post(app, protocol, path, b'{"n": [1, 2, 3]}', loop)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(10):
+                for path, status in paths.items():
+                    assert _raw_post(app, protocol, path, b'{"n": [1, 2, 3]}', loop) == status
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+    finally:
+        loop.close()
+        logging.getLogger("microweb").disabled = False
