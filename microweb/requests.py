@@ -10,9 +10,9 @@ return awaitables, anywhere else they block and return the value.
 from __future__ import annotations
 
 import json
+import json.scanner
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from json.scanner import c_make_scanner
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._parsers import parse_cookies, parse_options_header, parse_qsl
@@ -402,7 +402,8 @@ def _join(chunks: list[bytes]) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-_scan = c_make_scanner(json.JSONDecoder()) if c_make_scanner is not None else None
+_c_make_scanner = getattr(json.scanner, "c_make_scanner", None)
+_scan = _c_make_scanner(json.JSONDecoder()) if _c_make_scanner is not None else None
 
 
 def _parse_json(body: bytes) -> Any:

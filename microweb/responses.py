@@ -52,16 +52,16 @@ _json_encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default
 ).encode
 
-try:  # the C encoder, made once (JSONEncoder.encode makes one per call)
-    from json.encoder import c_make_encoder, encode_basestring
-
-    _c_encode: Any = None
-    if c_make_encoder is not None:  # markers=None: no cycle check (a cycle: RecursionError)
-        _c_encode = c_make_encoder(
-            None, _json_default, encode_basestring, None, ":", ",", False, False, False
-        )
-except ImportError:  # pragma: no cover - a Python without the C accelerator
-    _c_encode = None
+# the C encoder, made once (JSONEncoder.encode builds one per call); markers=None:
+# no cycle check, a cyclic structure raises RecursionError instead
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
 
 
 def json_dumps(data: Any) -> bytes:
