@@ -6,10 +6,12 @@ Every parser here is linear in its input, never raises on malformed input
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
+    "PLAIN_PATH",
     "decode_path",
+    "encode_path",
     "parse_content_length",
     "parse_cookies",
     "parse_options_header",
@@ -107,8 +109,9 @@ def parse_cookies(header: str) -> dict[str, str]:
         if not sep or not name:
             continue
         if name not in cookies:
-            value = _unquote_cookie(value.strip())
-            if not value.isascii():  # raw UTF-8 bytes arrive as Latin-1 text
+            raw = value.strip()
+            value = _unquote_cookie(raw)
+            if value is raw and not value.isascii():  # raw UTF-8 bytes arrive as Latin-1 text
                 try:
                     value = value.encode("latin-1").decode("utf-8")
                 except UnicodeError:
@@ -129,6 +132,8 @@ def parse_content_length(values: list[str]) -> int | None:
             return int(field)  # the common case: one plain number
     found: int | None = None
     for field in values:
+        if field != field.strip(" \t"):
+            raise ValueError(f"invalid Content-Length {field!r}")
         for item in field.split(","):
             item = item.strip(" \t")
             if not item or not item.isascii() or not item.isdigit() or len(item) > 18:
@@ -151,15 +156,15 @@ def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     i, n = 0, len(rest)
-    while i < n:
-        # name
-        j = rest.find("=", i)
+    while i < n:  # each turn consumes rest[i:...] for good: linear
         semi = rest.find(";", i)
-        if j < 0 or (0 <= semi < j):
-            i = n if semi < 0 else semi + 1
+        end = n if semi < 0 else semi
+        eq = rest.find("=", i, end)
+        if eq < 0:  # a parameter without a value: skip it
+            i = end + 1
             continue
-        name = rest[i:j].strip().lower()
-        i = j + 1
+        name = rest[i:eq].strip().lower()
+        i = eq + 1
         while i < n and rest[i] in " \t":
             i += 1
         if i < n and rest[i] == '"':
@@ -174,13 +179,30 @@ def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
             semi = rest.find(";", i)
             i = n if semi < 0 else semi + 1
         else:
-            semi = rest.find(";", i)
-            end = n if semi < 0 else semi
             val = rest[i:end].strip()
             i = end + 1
         if name and name not in params:
             params[name] = val
     return main.strip().lower(), params
+
+
+#: Characters a raw path may hold as they are (RFC 3986 pchar and "/", no "%").
+PLAIN_PATH = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/"
+)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def encode_path(text: str, keep_escapes: bool) -> str:
+    """Percent-encode what must be encoded in a path (Latin-1 text of raw bytes).
+
+    With `keep_escapes`, ``%XX`` sequences are left as they are (the text is a
+    raw path); without, ``%`` itself is encoded (the text is a decoded path).
+    """
+    if PLAIN_PATH.issuperset(text):
+        return text
+    safe = _PATH_SAFE + "%" if keep_escapes else _PATH_SAFE
+    return quote(text.encode("latin-1", "replace"), safe=safe)
 
 
 def decode_path(raw: str) -> tuple[str, list[str] | None]:

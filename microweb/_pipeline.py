@@ -330,7 +330,7 @@ def handle_error(app: App, request: Request, exc: Exception) -> Flow:
 
 
 def _log_error(request: Request, exc: BaseException) -> None:
-    logger.error("Exception while handling %s %s", request.method, request.path, exc_info=exc)
+    logger.error("Exception while handling %s %r", request.method, request.path, exc_info=exc)
 
 
 def server_error(app: App, exc: BaseException) -> Response:

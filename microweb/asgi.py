@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._concurrency import WorkerPool
-from ._parsers import decode_path, parse_content_length
+from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
     Step,
@@ -158,7 +158,11 @@ class ASGIChannel(LoopRunner):
 
 
 def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
-    """(decoded path, segments with %2F or None, raw path, root path) from a scope."""
+    """(decoded path, segments with %2F or None, raw path, root path) from a scope.
+
+    The raw path comes from ``raw_path`` (made plain ASCII: a server may pass
+    raw non-ASCII bytes), else from ``path`` encoded again.
+    """
     root_path: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
     if raw is not None:
@@ -166,7 +170,7 @@ def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
         if root_path and (raw_s == root_path or raw_s.startswith(root_path + "/")):
             raw_s = raw_s[len(root_path) :] or "/"
         path, segments = decode_path(raw_s)
-        return path, segments, raw_s, root_path
+        return path, segments, encode_path(raw_s, keep_escapes=True), root_path
     path = scope["path"]
     if root_path and (path == root_path or path.startswith(root_path + "/")):
         path = path[len(root_path) :] or "/"
@@ -197,11 +201,11 @@ class ASGIAdapter:
                 await _send_plain(send, failure)
                 return
         raw: bytes | None = scope.get("raw_path")
-        if raw is not None and b"%" not in raw and b"?" not in raw and not scope.get("root_path"):
+        if raw is not None and not scope.get("root_path"):
             path = raw_path = raw.decode("latin-1")
             segments = None
             root_path = ""
-            if not path.isascii():
+            if not PLAIN_PATH.issuperset(path):  # %-escapes, a query, odd bytes
                 path, segments, raw_path, root_path = _paths(scope)
         else:
             path, segments, raw_path, root_path = _paths(scope)

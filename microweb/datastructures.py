@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,10 @@ D = TypeVar("D")
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+#: What no header value may hold: C0 controls (CR, LF, NUL, tab...) and DEL.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_header_name(name: str) -> str:
     """Return `name` lower-cased, or raise ValueError if it is not an HTTP token."""
     if not isinstance(name, str) or not name or not _TOKEN.issuperset(name):
@@ -34,7 +39,8 @@ def check_header_name(name: str) -> str:
 
 
 def check_header_value(value: object) -> str:
-    """Return `value` as a header-safe str; raise ValueError on CR, LF, NUL or non-Latin-1.
+    """Return `value` as a header-safe str; raise ValueError on control characters
+    (CR, LF, NUL, tab...) or text that is not Latin-1.
 
     Checked when a value is set, so a header injection fails where it is written,
     not later inside a server.
@@ -43,10 +49,13 @@ def check_header_value(value: object) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         raise TypeError(f"header values must be str, not {type(value).__name__}")
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise ValueError(f"header value contains CR, LF or NUL: {value!r}")
-    if not value.isascii():
+    if value.isascii():
+        if value.isprintable():
+            return value
+    else:
         value.encode("latin-1")  # UnicodeEncodeError is a ValueError
+    if _CONTROL.search(value):
+        raise ValueError(f"header value contains a control character (CR, LF, NUL...): {value!r}")
     return value
 
 
@@ -64,10 +73,15 @@ class Headers:
             self._list: list[tuple[str, str]] = []
         elif isinstance(raw, Mapping):
             self._list = [(k.lower(), v) for k, v in raw.items()]
-        elif isinstance(raw, list):
-            self._list = raw  # trusted: built by microweb with lower-case names
         else:
             self._list = [(k.lower(), v) for k, v in raw]
+
+    @classmethod
+    def from_lowercase(cls, fields: list[tuple[str, str]]) -> Headers:
+        """Wrap `fields` as they are: their names are lower-case already."""
+        h = cls.__new__(cls)
+        h._list = fields
+        return h
 
     @property
     def raw(self) -> list[tuple[str, str]]:

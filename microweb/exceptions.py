@@ -48,6 +48,12 @@ class HTTPException(MicrowebError):
             raise ValueError(f"HTTP status must be an int in 100..599, not {status!r}")
         self.status = status
         self.detail = _PHRASES.get(status, "") if detail is None else detail
+        if headers:
+            from .datastructures import check_header_name, check_header_value
+
+            for name, value in headers.items():  # header injection fails here, at the raise
+                check_header_name(name)
+                check_header_value(value)
         self.headers = dict(headers) if headers else None
         super().__init__(status, self.detail)
 

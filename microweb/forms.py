@@ -22,8 +22,8 @@ def parse_urlencoded(app: App, body: bytes) -> FormData:
     except OverflowError:
         raise HTTPException(413, "Too many form fields") from None
     limit = app.max_form_field_size
-    for _, value in pairs:
-        if len(value) > limit:
+    for key, value in pairs:
+        if len(value) > limit or len(key) > limit:
             raise HTTPException(413, "A form field is too large")
     return FormData(pairs)
 

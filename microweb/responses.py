@@ -66,9 +66,16 @@ _c_encode: Any = (
 
 def json_dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON, as `JSONResponse` sends it (no NaN; a cycle raises)."""
-    if _c_encode is not None:
-        return "".join(_c_encode(data, 0)).encode("utf-8")
-    return _json_encode(data).encode("utf-8")
+    text = "".join(_c_encode(data, 0)) if _c_encode is not None else _json_encode(data)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON can still carry it, escaped
+        return _json_encode_ascii(data).encode("ascii")
+
+
+_json_encode_ascii = json.JSONEncoder(
+    ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=_json_default
+).encode
 
 
 _new = object.__new__
@@ -173,7 +180,8 @@ class Response:
     ) -> None:
         """Add a ``Set-Cookie`` header; CR, LF or NUL anywhere raise ValueError."""
         check_header_name(key)  # cookie names are tokens too
-        check_header_value(value)
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"cookie value contains CR, LF or NUL: {value!r}")
         parts = [f"{key}={quote_cookie(value)}"]
         if max_age is not None:
             parts.append(f"Max-Age={int(max_age)}")

@@ -623,13 +623,19 @@ def _search(
             return found
     for rest, child in node.rest:
         for j in range(n, i, -1):  # longest first
+            # the rest of the template first: joining the segments for every
+            # split point would make a long path quadratic
+            tried: list[_Leaf] = []
+            found = _search(child, segs, j, n, method, tried)
+            if found is None:
+                partial.extend(tried)
+                continue
             value = rest.converter.match("/".join(segs[i:j]))
             if value is _NO:
                 continue
-            found = _search(child, segs, j, n, method, partial)
-            if found is not None:
-                found[1][rest.name] = value
-                return found
+            partial.extend(tried)
+            found[1][rest.name] = value
+            return found
     return None
 
 

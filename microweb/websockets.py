@@ -278,7 +278,7 @@ async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, 
     except HTTPException as exc:
         refusal = error_response(exc)
     except Exception as exc:
-        logger.error("Exception in a hook for WebSocket %s", ws.path, exc_info=exc)
+        logger.error("Exception in a hook for WebSocket %r", ws.path, exc_info=exc)
         refusal = error_response(HTTPException(500))
     if refusal is not None:
         await _reject(ws, scope, send, refusal)
@@ -289,7 +289,7 @@ async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, 
     except WebSocketDisconnect:
         pass
     except Exception as exc:
-        logger.error("Exception in WebSocket handler for %s", ws.path, exc_info=exc)
+        logger.error("Exception in WebSocket handler for %r", ws.path, exc_info=exc)
         if ws._app_state == _CONNECTING:
             await _reject(ws, scope, send, error_response(HTTPException(500)))
         elif ws._app_state == _CONNECTED:

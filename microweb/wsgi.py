@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterat
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import Bridge, shared_loop
-from ._parsers import decode_path, parse_content_length
+from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
     Step,
@@ -129,35 +129,34 @@ class WSGIChannel:
         return await self.bridge.call_in_thread(advance, gen, step)  # type: ignore[no-any-return]
 
 
-def _raw_path(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:
+def _paths(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:
     """The decoded path, its segments (when one holds %2F) and the raw path.
 
-    PATH_INFO is already decoded by the server, which loses the difference
-    between ``/`` and ``%2F``; the raw target (RAW_URI from gunicorn,
-    REQUEST_URI from waitress) keeps it, so it is used when it agrees.
+    PATH_INFO is decoded by the server, which loses the difference between
+    ``/`` and ``%2F``; the raw target (RAW_URI from gunicorn, REQUEST_URI from
+    waitress) keeps it, so it is used when it agrees with PATH_INFO. Without
+    it, the raw path is PATH_INFO encoded again. Either way the raw path is
+    plain ASCII (it goes into `request.url` and redirects).
     """
-    path_info: str = environ.get("PATH_INFO", "") or "/"
+    path_info: str = environ.get("PATH_INFO") or "/"
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw and "%" in raw:
+    if raw:
         raw = raw.partition("?")[0].partition("#")[0]
-        if raw.startswith(("http://", "https://")):
+        if raw.startswith(("http://", "https://")):  # absolute-form target
             raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
         script = environ.get("SCRIPT_NAME", "")
         if script and raw.startswith(script):
             raw = raw[len(script) :]
+        if raw == path_info and PLAIN_PATH.issuperset(raw):
+            return raw, None, raw
         path, segments = decode_path(raw)
-        expected = _decode_latin1_path(path_info)
-        if path == expected:
-            return path, segments, raw
-    path = _decode_latin1_path(path_info)
-    if path is path_info:
-        return path, None, path_info
-    from urllib.parse import quote
-
-    return path, None, quote(path, safe="/:@!$&'()*+,;=-._~")
+        if path == _decode_latin1_path(path_info):
+            return path, segments, encode_path(raw, keep_escapes=True)
+    return _decode_latin1_path(path_info), None, encode_path(path_info, keep_escapes=False)
 
 
 def _decode_latin1_path(path_info: str) -> str:
+    """PATH_INFO's Latin-1 text of raw bytes, decoded as UTF-8 (bad bytes: U+FFFD)."""
     if path_info.isascii():
         return path_info
     return path_info.encode("latin-1", "replace").decode("utf-8", "replace")
@@ -184,9 +183,8 @@ class WSGIAdapter:
             if failure is not None:
                 return self._respond(failure, environ, start_response, None)
         path = environ.get("PATH_INFO") or "/"
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-        if "%" in raw or not path.isascii():
-            path, segments, raw_path = _raw_path(environ)
+        if "RAW_URI" in environ or "REQUEST_URI" in environ or not PLAIN_PATH.issuperset(path):
+            path, segments, raw_path = _paths(environ)
         else:
             segments, raw_path = None, path
         channel = WSGIChannel(environ)

@@ -144,8 +144,9 @@ def test_header_injection_raises_when_set(bad: str) -> None:
         r.headers["x-bad"] = bad
     with pytest.raises(ValueError):
         Response(headers={"x-bad": bad})
-    with pytest.raises(ValueError):
-        r.set_cookie("c", bad)
+    if "☃" not in bad:  # a cookie value may be any text: it is quoted
+        with pytest.raises(ValueError):
+            r.set_cookie("c", bad)
     with pytest.raises(ValueError):
         RedirectResponse("/x" + bad if "☃" not in bad else "/x\r\n")
     with pytest.raises(ValueError):

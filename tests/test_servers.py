@@ -217,7 +217,7 @@ def test_handler_exception_is_a_generic_500_logged_once(
     assert after.status_code == 200
     assert after.json()["pid"] == pid
     log = server.log()[offset:]
-    assert log.count(f"ERROR:microweb:Exception while handling GET {path}\n") == 1, log
+    assert log.count(f"ERROR:microweb:Exception while handling GET {path!r}\n") == 1, log
     assert log.count(f"RuntimeError: kaboom {token}") == 1, log
     assert log.count("Traceback (most recent call last)") == 1, log  # none from the server
 
@@ -322,8 +322,8 @@ def test_log_holds_no_error_but_the_expected_ones(server: Server) -> None:
     for i, line in enumerate(lines):
         if line.startswith("Traceback (most recent call last)"):
             assert i > 0, line
-            assert lines[i - 1].startswith("ERROR:microweb:Exception while handling GET /boom")
+            assert lines[i - 1].startswith("ERROR:microweb:Exception while handling GET '/boom")
             end = next(j for j in range(i + 1, len(lines)) if not lines[j].startswith(" "))
             assert lines[end].startswith("RuntimeError: kaboom "), lines[i - 1 : end + 1]
         elif not line.startswith(" ") and ("ERROR" in line or "CRITICAL" in line):
-            assert line.startswith("ERROR:microweb:Exception while handling GET /boom"), line
+            assert line.startswith("ERROR:microweb:Exception while handling GET '/boom"), line
