@@ -177,13 +177,13 @@ def unrouted_response(app: App, request: Request, leaves: list[_Leaf]) -> Respon
     try:
         if request._declared is _UNSET:
             request._check_length()
-        exc = _no_route(app, request, leaves)
+        exc = _answer_no_route(app, request, leaves)
     except HTTPException as error:
         exc = error
+    if exc is None:
+        return _not_found()  # nothing can change it: one shared response
     if type(exc) is _Redirect:
         return Response(b"", exc.status, exc.headers)
-    if exc.status == 404 and exc.detail == "Not Found":
-        return _not_found()  # nothing can change it: one shared response
     return error_response(exc)
 
 
@@ -275,6 +275,11 @@ class _Redirect(HTTPException):
 
 def _no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPException:
     """The error for a request no route answers: 404, 405, OPTIONS, 426/501 or a redirect."""
+    return _answer_no_route(app, request, leaves) or HTTPException(404)
+
+
+def _answer_no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPException | None:
+    """`_no_route`, with None for a plain 404 (which `unrouted_response` shares)."""
     if leaves:
         allowed = allowed_methods(leaves)
         if not allowed and any(leaf.websocket is not None for leaf in leaves):
@@ -302,7 +307,7 @@ def _no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPException:
             if request.query_string:
                 target = f"{target}?{request.query_string}"
             return _Redirect(308, headers={"Location": target})
-    return HTTPException(404)
+    return None
 
 
 def handle_error(app: App, request: Request, exc: Exception) -> Flow:

@@ -229,7 +229,7 @@ class WSGIAdapter:
         start_response(_STATUS_LINES.get(status) or status_line(status), headers)
         stream = response.stream
         if stream is None:
-            if request is not None:
+            if request is not None and request._form is not None:
                 request._close()
             if not has_body or environ["REQUEST_METHOD"] == "HEAD":
                 return []
