@@ -317,14 +317,20 @@ def handle_error(app: App, request: Request, exc: Exception) -> Flow:
         return response
     handler = app._error_handler_for(exc) if app._has_error_handlers else None
     if handler is not None:
+        http = exc if isinstance(exc, HTTPException) else None
+        if http is None and handler is app._status_handlers.get(500):
+            _log_error(request, exc)  # an unhandled failure, answered by the 500 handler
         try:
             rv = yield (handler.fn, (request, exc), _NOKW, handler.is_async)
             response = to_response(rv)
+            if not isinstance(rv, Response | tuple):
+                # a bare body answers with the error's status, not 200
+                response.status = 500 if http is None else http.status
         except Exception as exc2:
             _log_error(request, exc2)
             return server_error(app, exc2)
-        if isinstance(exc, HTTPException) and exc.headers:
-            for k, v in exc.headers.items():
+        if http is not None and http.headers:
+            for k, v in http.headers.items():
                 if k not in response.headers:
                     response.headers[k] = v
         return response

@@ -52,7 +52,6 @@ class App(Registrar):
         max_form_fields: int = 1000,
         max_form_files: int = 100,
         max_form_field_size: int = 1 * MiB,
-        max_form_memory: int = 1 * MiB,
         thread_limit: int = 100,
         lifespan: Callable[[App], Any] | None = None,
     ) -> None:
@@ -64,7 +63,6 @@ class App(Registrar):
         self.max_form_fields = max_form_fields
         self.max_form_files = max_form_files
         self.max_form_field_size = max_form_field_size
-        self.max_form_memory = max_form_memory
         self.thread_limit = thread_limit
         self.state = State()
         self._lifespan = lifespan

@@ -182,3 +182,54 @@ def test_exception_handler_registration_errors() -> None:
         app.exception_handler(200)
     with pytest.raises(TypeError):
         app.exception_handler("404")(lambda r, e: None)  # type: ignore[arg-type]
+
+
+def test_a_bare_body_from_a_handler_keeps_the_error_status(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.exception_handler(404)
+    def not_found(request: Request, exc: HTTPException) -> dict[str, str]:
+        return {"missing": request.path}
+
+    @app.exception_handler(AppError)
+    def app_error(request: Request, exc: AppError) -> str:
+        return "<p>sorry</p>"
+
+    @app.get("/fail")
+    def fail() -> None:
+        raise AppError
+
+    client = make_client(app)
+    r = client.get("/nowhere")
+    assert (r.status_code, r.json()) == (404, {"missing": "/nowhere"})
+    r = client.get("/fail")
+    assert (r.status_code, r.text) == (500, "<p>sorry</p>")
+
+
+def test_the_500_handler_still_logs_class_handlers_do_not(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.exception_handler(500)
+    def server_error(request: Request, exc: Exception) -> Any:
+        return {"oops": True}
+
+    @app.exception_handler(AppError)
+    def expected(request: Request, exc: AppError) -> Any:
+        return {"expected": True}, 409
+
+    @app.get("/bug")
+    def bug() -> None:
+        raise LookupError("unexpected")
+
+    @app.get("/known")
+    def known() -> None:
+        raise AppError("known")
+
+    client = make_client(app)
+    with caplog.at_level(logging.ERROR, logger="microweb"):
+        assert client.get("/bug").json() == {"oops": True}
+        assert client.get("/known").status_code == 409
+    logged = [rec.exc_info[1] for rec in caplog.records if rec.name == "microweb" and rec.exc_info]
+    assert [type(e) for e in logged] == [LookupError]

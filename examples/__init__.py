@@ -1,0 +1,1 @@
+"""Example microweb apps; each serves both protocols (see the module docstrings)."""
