@@ -3,6 +3,7 @@
 from .applications import App
 from .datastructures import FormData, UploadFile
 from .exceptions import HTTPException, WebSocketDisconnect, abort
+from .files import FileResponse
 from .requests import Request
 from .responses import (
     HTMLResponse,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "FileResponse",
     "FormData",
     "HTMLResponse",
     "HTTPException",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Generator
 from functools import cached_property
@@ -147,6 +148,32 @@ class App(Registrar):
         if not name.isidentifier():
             raise ValueError(f"converter name must be an identifier: {name!r}")
         self._converters[name] = Converter(regex, to_python, to_url)
+
+    def static(
+        self,
+        prefix: str,
+        directory: str | os.PathLike[str],
+        html: bool = False,
+        name: str | None = None,
+    ) -> None:
+        """Serve the files under `directory` at ``{prefix}/...`` (GET and HEAD).
+
+        The route is named `name`, or after the prefix (``"/static"`` →
+        ``"static"``): ``url_for("static", path="css/site.css")``. With `html`,
+        a directory serves its ``index.html``.
+        """
+        from .staticfiles import StaticFiles
+
+        prefix = prefix.rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(f"a static prefix must start with '/': {prefix!r}")
+        route_name = name or prefix.strip("/") or "static"
+        files = StaticFiles(directory, html=html)
+        methods = ["GET", "HEAD"]
+        self.route(prefix + "/{path:path}", methods, name=route_name)(files.serve)
+        self.route(prefix + "/", methods, name=f"{route_name}:index")(files.index)
+        if prefix:
+            self.route(prefix, methods, name=f"{route_name}:bare")(files.bare)
 
     def url_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name`, its parameters converted and encoded."""

@@ -240,6 +240,7 @@ class ASGIAdapter:
                     response = await drive_async(handle_error(app, request, exc), channel)
             else:
                 response = await drive_async(dispatch(app, request, channel, leaves), channel)
+            response._finalize(request)
             headers, has_body = wire_headers_bytes(response)
             start = {"type": "http.response.start", "status": response.status, "headers": headers}
             await send(start)

@@ -144,6 +144,9 @@ class Response:
                 h._list.append(("content-type", ct))
         self.headers = h
 
+    def _finalize(self, request: Any) -> None:
+        """Adapt to the request just before sending (`FileResponse`: ranges, 304)."""
+
     def render(self, content: Content) -> bytes:
         """Turn `content` into the body bytes."""
         if isinstance(content, bytes):

@@ -29,6 +29,7 @@ from ._pipeline import (
     unrouted_response,
 )
 from .exceptions import HTTPException, reason_phrase
+from .files import FileResponse
 from .requests import _UNSET, Request
 from .responses import Response, to_response, wire_headers
 
@@ -224,6 +225,8 @@ class WSGIAdapter:
         start_response: StartResponse,
         request: Request | None,
     ) -> Iterable[bytes]:
+        if request is not None:
+            response._finalize(request)
         headers, has_body = wire_headers(response)
         status = response.status
         start_response(_STATUS_LINES.get(status) or status_line(status), headers)
@@ -242,6 +245,12 @@ class WSGIAdapter:
         if isinstance(stream, AsyncIterable):
             assert isinstance(request, Request)
             return _AsyncBody(stream, request)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and isinstance(response, FileResponse) and response.whole_file:
+            _close_iterable(stream)  # not started: the server sends the file itself
+            if request is not None and request._form is not None:
+                request._close()
+            return wrapper(open(response.path, "rb"), response.chunk_size)  # type: ignore[no-any-return]
         return _SyncBody(stream, request)
 
     # ---------------------------------------------------------------- lifespan
