@@ -14,12 +14,14 @@ from .responses import (
     StreamingResponse,
 )
 from .routing import Router
+from .sse import EventSourceResponse
 from .websockets import WebSocket
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "EventSourceResponse",
     "FileResponse",
     "FormData",
     "HTMLResponse",

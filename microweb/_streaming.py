@@ -24,6 +24,7 @@ from .exceptions import HTTPException
 if TYPE_CHECKING:
     from ._concurrency import WorkerPool
     from .asgi import ASGIChannel, Send
+    from .responses import Response
 
 logger = logging.getLogger("microweb")
 
@@ -45,11 +46,14 @@ def _body_consumed(channel: ASGIChannel) -> bool:
 
 
 async def stream_asgi(
-    stream: Iterable[bytes | str] | AsyncIterable[bytes | str],
+    response: Response,
     channel: ASGIChannel,
     send: Send,
     pool: WorkerPool,
 ) -> None:
+    stream = response.stream
+    assert stream is not None
+    keepalive = response.keepalive
     stop = threading.Event()
     completed = False
     async with anyio.create_task_group() as tg:
@@ -61,13 +65,16 @@ async def stream_asgi(
                     if message["type"] == "http.disconnect":
                         channel.disconnected = True
                         stop.set()
-                        if isinstance(stream, AsyncIterable):
+                        if keepalive is not None or isinstance(stream, AsyncIterable):
                             tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch)
         try:
-            if isinstance(stream, AsyncIterable):
+            if keepalive is not None:
+                ping = response.keepalive_chunk
+                completed = await _pump_keepalive(stream, send, keepalive, ping, pool, stop)
+            elif isinstance(stream, AsyncIterable):
                 completed = await _pump_async(stream, send)
             else:
                 loop = asyncio.get_running_loop()
@@ -78,12 +85,66 @@ async def stream_asgi(
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump_async(stream: AsyncIterable[bytes | str], send: Send) -> bool:
+def _bytes(chunk: bytes | str) -> bytes:
+    return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+
+
+async def _pump_keepalive(
+    stream: Iterable[bytes | str] | AsyncIterable[bytes | str],
+    send: Send,
+    interval: float,
+    ping: bytes,
+    pool: WorkerPool,
+    stop: threading.Event,
+) -> bool:
+    """Send chunks as a producer makes them, and `ping` after `interval` idle seconds.
+
+    The producer is a task (async iterable) or a pool thread (sync iterable)
+    feeding a small buffer, so waiting for the next chunk can time out
+    without disturbing the iterator.
+    """
+    sender, receiver = anyio.create_memory_object_stream[bytes](4)
+    failed: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+
+    async def produce_async() -> None:
+        assert isinstance(stream, AsyncIterable)
+        async with sender:
+            if not await _pump_async(stream, sender.send, raw=True):
+                failed.append(RuntimeError("stream failed"))
+
+    async def produce_in_thread() -> None:
+        assert not isinstance(stream, AsyncIterable)
+        try:
+            if not await pool.run(_pump_sync, stream, sender.send, loop, stop, True):
+                failed.append(RuntimeError("stream failed"))
+        finally:
+            sender.close()
+
+    async with anyio.create_task_group() as tg, receiver:
+        tg.start_soon(produce_async if isinstance(stream, AsyncIterable) else produce_in_thread)
+        while True:
+            chunk = None
+            with anyio.move_on_after(interval):
+                try:
+                    chunk = await receiver.receive()
+                except anyio.EndOfStream:
+                    break
+            message = {"type": "http.response.body", "body": chunk or ping, "more_body": True}
+            await send(message)
+    return not failed
+
+
+async def _pump_async(stream: AsyncIterable[bytes | str], send: Any, raw: bool = False) -> bool:
+    """Iterate `stream` on the loop, sending each chunk (as an ASGI message unless `raw`)."""
     it = stream.__aiter__()
     try:
         async for chunk in it:
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+            data = _bytes(chunk)
+            if raw:
+                await send(data)
+            else:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
     except Exception as exc:
         logger.error("Exception while streaming a response", exc_info=exc)
         return False
@@ -100,22 +161,24 @@ async def _pump_async(stream: AsyncIterable[bytes | str], send: Send) -> bool:
 
 def _pump_sync(
     stream: Iterable[bytes | str],
-    send: Send,
+    send: Any,
     loop: asyncio.AbstractEventLoop,
     stop: threading.Event,
+    raw: bool = False,
 ) -> bool:
+    """In a pool thread: iterate `stream`, sending each chunk through the loop."""
     it = iter(stream)
     try:
         for chunk in it:
             if stop.is_set():
                 return False
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-            message: dict[str, Any] = {
-                "type": "http.response.body",
-                "body": data,
-                "more_body": True,
-            }
+            data = _bytes(chunk)
+            message: Any = (
+                data if raw else {"type": "http.response.body", "body": data, "more_body": True}
+            )
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        return False  # the consumer is gone (the client left)
     except Exception as exc:
         logger.error("Exception while streaming a response", exc_info=exc)
         return False

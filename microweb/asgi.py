@@ -251,7 +251,7 @@ class ASGIAdapter:
             elif has_body and request.method != "HEAD":
                 from ._streaming import stream_asgi
 
-                await stream_asgi(stream, channel, send, self.pool)
+                await stream_asgi(response, channel, send, self.pool)
             else:
                 await _aclose(stream)
                 await send({"type": "http.response.body", "body": b""})

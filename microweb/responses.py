@@ -108,6 +108,9 @@ class Response:
     _class_content_type: ClassVar[str | None] = None
     #: Set by streaming responses: the iterable the adapters send chunk by chunk.
     stream: Iterable[bytes | str] | AsyncIterable[bytes | str] | None = None
+    #: For a stream: seconds without a chunk after which `keepalive_chunk` is sent.
+    keepalive: float | None = None
+    keepalive_chunk: bytes = b""
 
     #: True while `render` is Response's own (str is then simply UTF-8 encoded).
     _plain_render: ClassVar[bool] = True

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import Bridge, shared_loop
@@ -28,6 +28,7 @@ from ._pipeline import (
     server_error,
     unrouted_response,
 )
+from ._wsgi_bodies import AsyncBody, SyncBody, close_iterable
 from .exceptions import HTTPException, reason_phrase
 from .files import FileResponse
 from .requests import _UNSET, Request
@@ -238,20 +239,20 @@ class WSGIAdapter:
                 return []
             return [response.body]
         if not has_body or environ["REQUEST_METHOD"] == "HEAD":
-            _close_iterable(stream)
+            close_iterable(stream)
             if request is not None:
                 request._close()
             return []
         if isinstance(stream, AsyncIterable):
             assert isinstance(request, Request)
-            return _AsyncBody(stream, request)
+            return AsyncBody(stream, request, response.keepalive, response.keepalive_chunk)
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None and isinstance(response, FileResponse) and response.whole_file:
-            _close_iterable(stream)  # not started: the server sends the file itself
+            close_iterable(stream)  # not started: the server sends the file itself
             if request is not None and request._form is not None:
                 request._close()
             return wrapper(open(response.path, "rb"), response.chunk_size)  # type: ignore[no-any-return]
-        return _SyncBody(stream, request)
+        return SyncBody(stream, request, response.keepalive, response.keepalive_chunk)
 
     # ---------------------------------------------------------------- lifespan
     def startup(self) -> Response | None:
@@ -287,158 +288,6 @@ def _call_async_standalone(
 ) -> Any:
     return shared_loop.call(fn, args, kw, Bridge())
 
-
-def _close_iterable(it: Any) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            logger.exception("Error while closing a response stream")
-    elif hasattr(it, "aclose"):
-        try:
-            shared_loop.call(it.aclose, (), {}, Bridge())
-        except Exception:
-            logger.exception("Error while closing a response stream")
-
-
-class StreamAborted(Exception):
-    """Raised to the server when a streamed body fails half-way (logged by microweb).
-
-    Ending the iteration normally would let the server finish the response as if
-    it were whole; raising makes it drop the connection, so the client sees the
-    truncation.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("the response stream failed; the error is in the 'microweb' log")
-
-
-class _SyncBody:
-    """A sync streaming body, iterated in the server's thread."""
-
-    def __init__(self, stream: Iterable[bytes | str], request: Request | None) -> None:
-        self._source = stream
-        self._it: Iterator[bytes | str] = iter(stream)
-        self._request = request
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            chunk = next(self._it)
-        except StopIteration:
-            raise
-        except Exception as exc:
-            logger.error("Exception while streaming a response", exc_info=exc)
-            raise StreamAborted from None
-        if isinstance(chunk, str):
-            return chunk.encode("utf-8")
-        return bytes(chunk)
-
-    def close(self) -> None:
-        _close_iterable(self._it)
-        if self._request is not None:
-            self._request._close()
-
-
-_END = object()
-
-
-class _Failed:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _AsyncBody:
-    """An async streaming body under WSGI: one task on the shared loop pumps the
-    iterator into the request's bridge queue, at most a few chunks ahead; the
-    server's thread takes them (and serves the loop's calls) as it writes."""
-
-    AHEAD = 4
-
-    def __init__(self, stream: AsyncIterable[bytes | str], request: Request) -> None:
-        channel = request._channel
-        assert isinstance(channel, WSGIChannel)
-        self._request = request
-        self._bridge = bridge = channel.bridge
-        self._finished = False
-        loop = shared_loop.get()
-        self._loop = loop
-        self._stopped = threading.Event()
-        self._sem: Any = None
-        self._task: Any = None
-        put = bridge.queue.put
-        ahead = self.AHEAD
-
-        async def pump() -> None:
-            import asyncio
-
-            sem = asyncio.Semaphore(ahead)
-            self._sem = sem
-            it = stream.__aiter__()
-            try:
-                async for chunk in it:
-                    await sem.acquire()
-                    put(chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk))
-                put(_END)
-            except asyncio.CancelledError:
-                put(_END)
-            except BaseException as exc:
-                put(_Failed(exc))
-            finally:
-                aclose = getattr(it, "aclose", None)
-                if aclose is not None:
-                    try:
-                        await aclose()
-                    except Exception:
-                        logger.exception("Error while closing a response stream")
-                self._stopped.set()
-                put(_STOPPED)
-
-        def start() -> None:
-            self._task = loop.create_task(pump())
-
-        loop.call_soon_threadsafe(start)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._finished:
-            raise StopIteration
-        q = self._bridge.queue
-        while True:
-            item = q.get()
-            if type(item) is bytes:
-                self._loop.call_soon_threadsafe(self._sem.release)
-                return item
-            if item is _END or item is _STOPPED:
-                self._finished = True
-                raise StopIteration
-            if type(item) is _Failed:
-                self._finished = True
-                logger.error("Exception while streaming a response", exc_info=item.exc)
-                raise StreamAborted
-            item.run()  # a sync call from the loop (e.g. a body read)
-
-    def close(self) -> None:
-        if not self._stopped.is_set():
-            self._loop.call_soon_threadsafe(lambda: self._task.cancel())
-            q = self._bridge.queue
-            while not self._stopped.is_set():
-                item = q.get()
-                if item is _STOPPED:
-                    break
-                if type(item) not in (bytes, _Failed) and item is not _END:
-                    item.run()
-        self._request._close()
-
-
-_STOPPED = object()
 
 # ------------------------------------------------------------------ processes
 

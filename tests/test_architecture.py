@@ -66,6 +66,8 @@ def test_exported_names_are_the_documented_ones() -> None:
     assert sorted(microweb.__all__) == sorted(
         [
             "App",
+            "EventSourceResponse",
+            "FileResponse",
             "FormData",
             "HTMLResponse",
             "HTTPException",

@@ -1,0 +1,253 @@
+"""Streamed response bodies under WSGI: the iterables `app.wsgi` returns.
+
+A sync iterable is iterated in the server's thread. An async one is pumped by
+one task on the shared loop into the request's bridge queue, a few chunks
+ahead; the server's thread takes them (serving the loop's calls meanwhile,
+such as body reads). With a keep-alive interval (Server-Sent Events) the
+server's thread waits for a chunk at most that long and sends the ping
+instead; a sync iterable then runs in a producer thread of its own, since
+a blocked ``next()`` cannot time out.
+
+A stream that fails half-way raises `StreamAborted` to the server (after
+logging the cause), so the server drops the connection instead of ending
+the body as if it were whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._concurrency import Bridge, shared_loop
+
+if TYPE_CHECKING:
+    from .requests import Request
+    from .wsgi import WSGIChannel
+
+__all__ = ["AsyncBody", "StreamAborted", "SyncBody", "close_iterable"]
+
+logger = logging.getLogger("microweb")
+
+#: Chunks a producer may run ahead of the server's writes.
+AHEAD = 4
+
+
+class StreamAborted(Exception):
+    """Raised to the server when a streamed body fails half-way (logged by microweb)."""
+
+    def __init__(self) -> None:
+        super().__init__("the response stream failed; the error is in the 'microweb' log")
+
+
+def close_iterable(it: Any) -> None:
+    """Close a sync or async iterator that will not be iterated further."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("Error while closing a response stream")
+    elif hasattr(it, "aclose"):
+        try:
+            shared_loop.call(it.aclose, (), {}, Bridge())
+        except Exception:
+            logger.exception("Error while closing a response stream")
+
+
+def _bytes(chunk: bytes | str) -> bytes:
+    return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+_STOPPED = object()
+
+
+def _release(request: Request | None) -> None:
+    if request is not None and request._form is not None:
+        request._close()
+
+
+class SyncBody:
+    """A sync streamed body (the iterable handed to the server)."""
+
+    def __init__(
+        self,
+        stream: Iterable[bytes | str],
+        request: Request | None,
+        keepalive: float | None = None,
+        ping: bytes = b"",
+    ) -> None:
+        self._it: Iterator[bytes | str] = iter(stream)
+        self._request = request
+        self._keepalive = keepalive
+        self._ping = ping
+        self._done = False
+        if keepalive is not None:
+            self._queue: queue.Queue[Any] = queue.Queue(AHEAD)
+            self._stop = threading.Event()
+            threading.Thread(target=self._produce, name="microweb-stream", daemon=True).start()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._keepalive is None:
+            try:
+                return _bytes(next(self._it))
+            except StopIteration:
+                raise
+            except Exception as exc:
+                logger.error("Exception while streaming a response", exc_info=exc)
+                raise StreamAborted from None
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._queue.get(timeout=self._keepalive)
+        except queue.Empty:
+            return self._ping
+        if type(item) is bytes:
+            return item
+        self._done = True
+        if type(item) is _Failed:
+            logger.error("Exception while streaming a response", exc_info=item.exc)
+            raise StreamAborted
+        raise StopIteration
+
+    def _produce(self) -> None:
+        """In a thread of its own: iterate, and hand the chunks over."""
+        it, stop = self._it, self._stop
+        item: Any = _END
+        try:
+            for chunk in it:
+                if not self._offer(_bytes(chunk)):
+                    return
+        except Exception as exc:
+            item = _Failed(exc)
+        finally:
+            close_iterable(it)  # here: only the thread running a generator may close it
+        self._offer(item)
+        del stop
+
+    def _offer(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue  # the server is slow to write: wait, unless it closed us
+        return False
+
+    def close(self) -> None:
+        if self._keepalive is None:
+            close_iterable(self._it)
+        else:
+            self._stop.set()  # the producer closes the iterator after its current chunk
+        _release(self._request)
+
+
+class AsyncBody:
+    """An async streamed body: pumped on the shared loop into the bridge queue."""
+
+    def __init__(
+        self,
+        stream: AsyncIterable[bytes | str],
+        request: Request,
+        keepalive: float | None = None,
+        ping: bytes = b"",
+    ) -> None:
+        channel: WSGIChannel = request._channel  # type: ignore[assignment]
+        self._request = request
+        self._bridge = channel.bridge
+        self._keepalive = keepalive
+        self._ping = ping
+        self._finished = False
+        self._stopped = threading.Event()
+        self._loop = loop = shared_loop.get()
+        self._sem: asyncio.Semaphore | None = None
+        self._task: asyncio.Task[None] | None = None
+        put = self._bridge.queue.put
+
+        stopped = self._stopped
+
+        async def pump() -> None:
+            self._sem = sem = asyncio.Semaphore(AHEAD)
+            it = stream.__aiter__()
+            try:
+                async for chunk in it:
+                    await sem.acquire()
+                    put(_bytes(chunk))
+                put(_END)
+            except asyncio.CancelledError:
+                put(_END)
+            except BaseException as exc:
+                put(_Failed(exc))
+            finally:
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:
+                        logger.exception("Error while closing a response stream")
+
+        def finished(task: asyncio.Task[None]) -> None:
+            # a done callback: it runs even for a task cancelled before it started
+            stopped.set()
+            put(_STOPPED)
+
+        def start() -> None:
+            self._task = loop.create_task(pump())
+            self._task.add_done_callback(finished)
+
+        loop.call_soon_threadsafe(start)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._finished:
+            raise StopIteration
+        q = self._bridge.queue
+        while True:
+            try:
+                item = q.get(timeout=self._keepalive)
+            except queue.Empty:
+                return self._ping
+            if type(item) is bytes:
+                assert self._sem is not None
+                self._loop.call_soon_threadsafe(self._sem.release)
+                return item
+            if item is _END or item is _STOPPED:
+                self._finished = True
+                raise StopIteration
+            if type(item) is _Failed:
+                self._finished = True
+                logger.error("Exception while streaming a response", exc_info=item.exc)
+                raise StreamAborted
+            item.run()  # a sync call from the loop (e.g. a body read)
+
+    def close(self) -> None:
+        if not self._stopped.is_set():
+            self._loop.call_soon_threadsafe(self._cancel)
+            q = self._bridge.queue
+            while True:  # let the generator's finally run before the request ends
+                item = q.get()
+                if item is _STOPPED:
+                    break
+                if type(item) not in (bytes, _Failed) and item is not _END:
+                    item.run()
+        _release(self._request)
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
