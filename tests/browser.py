@@ -69,7 +69,9 @@ class Browser:
 
     async def page(self, url: str) -> str:
         target = await self.send("Target.createTarget", url=url)
-        attached = await self.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)
+        attached = await self.send(
+            "Target.attachToTarget", targetId=target["targetId"], flatten=True
+        )
         return str(attached["sessionId"])
 
     async def evaluate(self, session: str, expression: str) -> Any:
