@@ -2,9 +2,9 @@
 
 Strategy: the pipeline is a generator (as httpx writes ``Auth.auth_flow``).
 Wherever it needs to call user code it yields a *step* -- ``(fn, args,
-kwargs, is_async)`` -- and receives the result (or the exception, thrown
-back in). It never calls user code itself, so it neither blocks nor awaits,
-and two small drivers run it:
+kwargs, kind)``, the kind `SYNC`, `ASYNC` or `INLINE` -- and receives the
+result (or the exception, thrown back in). It never calls user code itself,
+so it neither blocks nor awaits, and two small drivers run it:
 
 * `drive_sync` runs steps in the calling thread (a WSGI worker thread, or an
   ASGI worker thread); async steps go to a `call_async` function that blocks
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .exceptions import HTTPException
 from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
-from .routing import allowed_methods
+from .routing import ASYNC, SYNC, allowed_methods
 
 if TYPE_CHECKING:
     from .applications import App
@@ -48,7 +48,7 @@ __all__ = [
 
 logger = logging.getLogger("microweb")
 
-Step = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
+Step = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], int]
 Flow = Generator[Step, Any, Response]
 _NOKW: dict[str, Any] = {}
 
@@ -92,8 +92,8 @@ def advance(
         if step is None:
             step = gen.send(None)
         while True:
-            fn, args, kwargs, is_async = step
-            if is_async:
+            fn, args, kwargs, kind = step
+            if kind == ASYNC:
                 if call_async is None:
                     return step
                 try:
@@ -124,15 +124,15 @@ async def drive_async(gen: Generator[Step, Any, Any], runner: Runner) -> Any:
     try:
         step = gen.send(None)
         while True:
-            fn, args, kwargs, is_async = step
-            if not is_async:
+            fn, args, kwargs, kind = step
+            if kind == SYNC:
                 nxt = await runner.run_segment(gen, step)
                 if type(nxt) is Done:
                     return nxt.value
                 step = nxt  # type: ignore[assignment]
                 continue
             try:
-                value = await fn(*args, **kwargs)
+                value = await fn(*args, **kwargs) if kind == ASYNC else fn(*args, **kwargs)
             except Exception as exc:
                 step = gen.throw(exc)
                 continue
@@ -208,7 +208,7 @@ def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) ->
         response = None
         before = app._before if route is None or not route.before else app._before + route.before
         for hook in before:
-            rv = yield (hook.fn, (request,), _NOKW, hook.is_async)
+            rv = yield (hook.fn, (request,), _NOKW, hook.kind)
             if rv is not None:
                 response = to_response(rv)
                 break
@@ -227,7 +227,7 @@ def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) ->
         response = yield from handle_error(app, request, exc)
     for hook in reversed(after):
         try:
-            rv = yield (hook.fn, (request, response), _NOKW, hook.is_async)
+            rv = yield (hook.fn, (request, response), _NOKW, hook.kind)
             if rv is not None:
                 response = to_response(rv)
         except Exception as exc:
@@ -252,7 +252,7 @@ def _chain(app: App, request: Request, runner: Runner, i: int, leaves: list[_Lea
         def call_next(req: Request) -> Response:
             return drive_sync(_chain(app, req, runner, i + 1, leaves), runner.call_async)  # type: ignore[no-any-return]
 
-    rv = yield (mw.fn, (request, call_next), _NOKW, mw.is_async)
+    rv = yield (mw.fn, (request, call_next), _NOKW, mw.kind)
     return to_response(rv)
 
 
@@ -321,7 +321,7 @@ def handle_error(app: App, request: Request, exc: Exception) -> Flow:
         if http is None and handler is app._status_handlers.get(500):
             _log_error(request, exc)  # an unhandled failure, answered by the 500 handler
         try:
-            rv = yield (handler.fn, (request, exc), _NOKW, handler.is_async)
+            rv = yield (handler.fn, (request, exc), _NOKW, handler.kind)
             response = to_response(rv)
             if not isinstance(rv, Response | tuple):
                 # a bare body answers with the error's status, not 200

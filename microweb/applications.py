@@ -258,14 +258,14 @@ class App(Registrar):
             yield (cm.__aenter__, (), _NOKW, True)
             self._lifespan_cm = cm
         for hook in self._startup:
-            yield (hook.fn, (), _NOKW, hook.is_async)
+            yield (hook.fn, (), _NOKW, hook.kind)
 
     def _shutdown_flow(self) -> Generator[Step, Any, None]:
         """Shutdown as pipeline steps: the hooks, then the lifespan context is left."""
         error: Exception | None = None
         for hook in self._shutdown:
             try:
-                yield (hook.fn, (), _NOKW, hook.is_async)
+                yield (hook.fn, (), _NOKW, hook.kind)
             except Exception as exc:
                 error = error or exc
         cm, self._lifespan_cm = self._lifespan_cm, None

@@ -244,18 +244,35 @@ def _quote_segment(text: str) -> str:
 _CALL_NONE, _CALL_REQUEST, _CALL_PARAMS, _CALL_GENERAL = range(4)
 
 
+#: How a step of the pipeline runs: a ``def`` (off the event loop), an ``async
+#: def`` (on it), or inline (microweb's own non-blocking code: where it is).
+SYNC, ASYNC, INLINE = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class Hook:
-    """A registered user function and whether it is a coroutine function."""
+    """A registered function and how it runs (`SYNC`, `ASYNC` or `INLINE`)."""
 
     fn: Handler
-    is_async: bool
+    kind: int
+
+    @property
+    def is_async(self) -> bool:
+        return self.kind == ASYNC
 
     @classmethod
     def of(cls, fn: Handler) -> Hook:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        return cls(fn, is_coroutine_function(fn))
+        return cls(fn, ASYNC if is_coroutine_function(fn) else SYNC)
+
+    @classmethod
+    def inline(cls, fn: Handler) -> Hook:
+        """A ``def`` that never blocks (bundled middleware): run on whichever thread
+        the pipeline is on, event loop included, instead of paying a thread hop."""
+        if is_coroutine_function(fn):
+            raise TypeError("an inline hook is a plain def")
+        return cls(fn, INLINE)
 
 
 def is_coroutine_function(fn: Any) -> bool:

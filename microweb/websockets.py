@@ -236,7 +236,7 @@ class WebSocket(HTTPConnection):
 
 def _hooks_flow(ws: WebSocket) -> Generator[Step, Any, Response | None]:
     for hook in ws.app._before + (ws.route.before if ws.route else ()):
-        rv = yield (hook.fn, (ws,), _NOKW, hook.is_async)
+        rv = yield (hook.fn, (ws,), _NOKW, hook.kind)
         if rv is not None:
             return to_response(rv)
     return None
