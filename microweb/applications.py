@@ -195,6 +195,26 @@ class App(Registrar):
         self._hookless = False
         return fn
 
+    def add_middleware(self, middleware: Any) -> None:
+        """Add a bundled middleware (`microweb.middleware`) or any object with
+        ``install(app)``; like hooks, middleware runs in the order it is added."""
+        install = getattr(middleware, "install", None)
+        if install is None:
+            raise TypeError(
+                f"{type(middleware).__name__} is not a microweb middleware (no install(app)); "
+                "to use ASGI or WSGI middleware, wrap app.asgi or app.wsgi with it"
+            )
+        install(self)
+
+    def _add_hooks(self, before: Hook | None = None, after: Hook | None = None) -> None:
+        """Register hooks already made (a middleware's inline ones)."""
+        if before is not None:
+            self._before = (*self._before, before)
+            self._hookless = False
+        if after is not None:
+            self._after = (*self._after, after)
+            self._hookless = False
+
     def middleware(self, fn: Handler) -> Handler:
         """Wrap the handler: ``async def fn(request, call_next)`` returns a response."""
         self._middleware = (*self._middleware, Hook.of(fn))

@@ -63,6 +63,7 @@ class HTTPConnection:
         "_cookies",
         "_headers",
         "_query",
+        "_session",
         "_state",
         "_url",
         "app",
@@ -103,6 +104,7 @@ class HTTPConnection:
         self._headers: Headers | None = None
         self._query: QueryParams | None = None
         self._cookies: dict[str, str] | None = None
+        self._session: Any = None
         self._state: State | None = None
         self._url: str | None = None
 
@@ -143,6 +145,18 @@ class HTTPConnection:
             c = parse_cookies("; ".join(fields)) if fields else {}
             self._cookies = c
         return c
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """The session (a dict), when the `microweb.middleware.Sessions` middleware is on."""
+        session = self._session
+        if session is None:
+            raise AttributeError(
+                "request.session needs the Sessions middleware: "
+                "app.add_middleware(microweb.middleware.Sessions(secret_key=...))"
+            )
+        session.accessed = True
+        return session  # type: ignore[no-any-return]
 
     @property
     def state(self) -> State:
@@ -216,6 +230,7 @@ class Request(HTTPConnection):
         self._headers = None
         self._query = None
         self._cookies = None
+        self._session = None
         self._state = None
         self._url = None
         self._body = None
