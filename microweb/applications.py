@@ -295,8 +295,15 @@ class App(Registrar):
             raise error
 
     # ------------------------------------------------------------------- run
-    def run(self, host: str = "127.0.0.1", port: int = 8000, server: str | None = None) -> None:
-        """Serve the app for development: uvicorn on `asgi`, or ``server="waitress"``."""
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        server: str | None = None,
+        workers: int = 1,
+    ) -> None:
+        """Serve the app from a script: uvicorn on `asgi` by default, or
+        ``server="waitress"`` / ``"gunicorn"`` on `wsgi` (blocks until stopped)."""
         from .cli import serve
 
-        serve(self, host=host, port=port, server=server or "uvicorn")
+        serve(self, host=host, port=port, server=server or "uvicorn", workers=workers)

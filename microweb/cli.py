@@ -1,63 +1,212 @@
-"""The ``microweb`` command line: run an app on a server, list its routes."""
+"""The ``microweb`` command line (also ``python -m microweb``).
+
+    microweb run mod:app [--server uvicorn|waitress|gunicorn] [--host H] [--port P]
+                         [--workers N] [--threads N] [--reload]
+    microweb routes mod:app
+
+`run` serves ``app.asgi`` with uvicorn (the default) or ``app.wsgi`` with
+waitress or gunicorn (through gunicorn's embedding API, so no ``wsgi =
+app.wsgi`` line is needed). ``--reload`` restarts the server when a ``.py``
+file under the current directory changes (for development).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .applications import App
 
-__all__ = ["load_app", "main", "serve"]
+__all__ = ["load_app", "main", "routes_table", "serve"]
+
+SERVERS = ("uvicorn", "waitress", "gunicorn")
 
 
 def load_app(target: str) -> App:
-    """Import ``module:attribute`` and return the App it names."""
+    """Import ``module:attribute`` (the current directory is importable) and return its App."""
     from .applications import App
 
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise SystemExit(f"expected module:app, got {target!r}")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+        raise SystemExit(f"error: expected module:app (e.g. myapp:app), got {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name.split(".")[0] or exc.name == module_name:
+            raise SystemExit(f"error: cannot import {module_name!r}: {exc}") from None
+        raise
     obj: Any = module
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"error: {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(obj, App):
-        raise SystemExit(f"{target} is {type(obj).__name__}, not a microweb App")
+        raise SystemExit(f"error: {target} is a {type(obj).__name__}, not a microweb App")
     return obj
 
 
-def serve(app: App, host: str = "127.0.0.1", port: int = 8000, server: str = "uvicorn") -> None:
-    """Serve `app` in this process: uvicorn on app.asgi, or waitress on app.wsgi."""
+def _missing(server: str) -> SystemExit:
+    return SystemExit(
+        f"error: the {server} server is not installed; install it with: pip install {server}"
+    )
+
+
+def serve(
+    app: App,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    server: str = "uvicorn",
+    workers: int = 1,
+    threads: int = 8,
+    target: str | None = None,
+) -> None:
+    """Serve `app` in this process with `server` (blocks until it stops).
+
+    `target` (``module:app``) is needed by uvicorn to run several workers.
+    """
+    if workers < 1 or threads < 1:
+        raise SystemExit("error: --workers and --threads must be at least 1")
     if server == "uvicorn":
         try:
             import uvicorn
         except ImportError:
-            raise SystemExit("uvicorn is not installed: pip install uvicorn") from None
-        uvicorn.run(app.asgi, host=host, port=port)
+            raise _missing("uvicorn") from None
+        if workers > 1:
+            if target is None:
+                raise SystemExit("error: several uvicorn workers need the app as module:app")
+            uvicorn.run(f"{target}.asgi", host=host, port=port, workers=workers)
+        else:
+            uvicorn.run(app.asgi, host=host, port=port)
     elif server == "waitress":
         try:
             import waitress  # type: ignore[import-untyped]
         except ImportError:
-            raise SystemExit("waitress is not installed: pip install waitress") from None
-        waitress.serve(app.wsgi, host=host, port=port)
+            raise _missing("waitress") from None
+        if workers > 1:
+            raise SystemExit("error: waitress runs one process: use --threads, not --workers")
+        waitress.serve(app.wsgi, host=host, port=port, threads=threads)
+    elif server == "gunicorn":
+        _gunicorn(app, host, port, workers, threads)
     else:
-        raise SystemExit(f"unknown server {server!r} (uvicorn or waitress)")
+        raise SystemExit(f"error: unknown server {server!r} (choose from {', '.join(SERVERS)})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="microweb", description=__doc__)
+def _gunicorn(app: App, host: str, port: int, workers: int, threads: int) -> None:
+    try:
+        from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+    except ImportError:
+        raise _missing("gunicorn") from None
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            settings = self.cfg.settings
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            if threads > 1:
+                self.cfg.set("worker_class", "gthread")
+                self.cfg.set("threads", threads)
+            if "control_socket_disable" in settings:  # gunicorn >= 25.1
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self) -> Any:
+            return app.wsgi
+
+    Gunicorn().run()
+
+
+def routes_table(app: App) -> str:
+    """Every route of `app` as a text table: methods, path, name, handler, protocols."""
+    rows = [("METHODS", "PATH", "NAME", "HANDLER", "SERVED BY")]
+    for route in app.routes:
+        fn = route.endpoint
+        module = getattr(fn, "__module__", None) or "?"
+        handler = f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
+        if route.websocket:
+            methods, served = "WEBSOCKET", "asgi only"
+        else:
+            names = set(route.methods)
+            if "GET" in names:
+                names.add("HEAD")
+            methods, served = ",".join(sorted(names)), "wsgi, asgi"
+        rows.append((methods, route.path, route.name, handler, served))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _reload_loop(argv: Sequence[str]) -> int:
+    """Run this command without --reload in a child; restart it when a .py file changes."""
+    child_argv = [sys.executable, "-m", "microweb", *(a for a in argv if a != "--reload")]
+
+    def snapshot() -> dict[Path, float]:
+        files = {}
+        for path in Path.cwd().rglob("*.py"):
+            if any(part.startswith(".") or part == "__pycache__" for part in path.parts):
+                continue
+            try:
+                files[path] = path.stat().st_mtime
+            except OSError:
+                pass
+        return files
+
+    while True:
+        seen = snapshot()
+        child = subprocess.Popen(child_argv)
+        try:
+            while child.poll() is None:
+                time.sleep(0.5)  # the development reloader polls the file system
+                if snapshot() != seen:
+                    print("microweb: a file changed, restarting", file=sys.stderr)
+                    break
+            else:
+                return child.returncode
+        except KeyboardInterrupt:
+            child.terminate()
+            child.wait()
+            return 0
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="microweb", description="Run a microweb app, or list its routes."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve an app")
-    run.add_argument("app", help="module:app")
-    run.add_argument("--server", default="uvicorn", choices=["uvicorn", "waitress"])
+    run = sub.add_parser("run", help="serve an app (uvicorn on app.asgi by default)")
+    run.add_argument("app", help="the app, as module:attribute (e.g. myapp:app)")
+    run.add_argument("--server", default="uvicorn", choices=SERVERS)
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        serve(load_app(args.app), args.host, args.port, args.server)
+    run.add_argument("--workers", type=int, default=1, help="processes (uvicorn, gunicorn)")
+    run.add_argument("--threads", type=int, default=8, help="threads (waitress, gunicorn)")
+    run.add_argument("--reload", action="store_true", help="restart when a .py file changes")
+    routes = sub.add_parser("routes", help="list the routes of an app")
+    routes.add_argument("app", help="the app, as module:attribute")
+    args = parser.parse_args(args_list)
+    if args.command == "routes":
+        print(routes_table(load_app(args.app)))
+        return 0
+    if args.reload:
+        return _reload_loop(args_list)
+    app = load_app(args.app)
+    serve(app, args.host, args.port, args.server, args.workers, args.threads, target=args.app)
     return 0

@@ -1,0 +1,159 @@
+"""The command line: `microweb run` with each server, `microweb routes`, errors, --reload."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .servers import BIN, ROOT, free_port
+
+pytestmark = pytest.mark.servers
+
+MICROWEB = str(BIN / "microweb")
+
+
+@contextlib.contextmanager
+def running(args: list[str], cwd: Path = ROOT) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Start `args` (a command that serves on --port), yield its URL, stop it by PID."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*args, "--port", str(port)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(cwd)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    out = process.stdout.read() if process.stdout else ""
+                    raise RuntimeError(f"{args} did not start:\n{out}") from None
+                time.sleep(0.1)  # polling for readiness with a deadline
+        yield url, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the group we started (gunicorn's workers)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "waitress", "gunicorn"])
+def test_run_with_each_server(server: str) -> None:
+    with running([MICROWEB, "run", "examples.hello:app", "--server", server]) as (url, _):
+        r = httpx.get(url + "/")
+        assert (r.status_code, r.text) == (200, "Hello, World!")
+        assert httpx.get(url + "/users/7").json()["id"] == 7
+
+
+def test_gunicorn_with_several_workers() -> None:
+    args = [MICROWEB, "run", "examples.hello:app", "--server", "gunicorn", "--workers", "2"]
+    with running(args) as (url, process):
+        assert httpx.get(url + "/").text == "Hello, World!"
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 2
+
+
+def test_python_dash_m_is_the_same_program() -> None:
+    with running([sys.executable, "-m", "microweb", "run", "examples.hello:app"]) as (url, _):
+        assert httpx.get(url + "/").text == "Hello, World!"
+
+
+def test_routes() -> None:
+    out = subprocess.run(
+        [MICROWEB, "routes", "examples.chat:app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["METHODS", "PATH", "NAME", "HANDLER", "SERVED", "BY"]
+    assert lines[1].split() == ["GET,HEAD", "/", "page", "examples.chat:page", "wsgi,", "asgi"]
+    assert lines[2].split() == [
+        "WEBSOCKET", "/ws/{room}", "chat", "examples.chat:chat", "asgi", "only"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["routes", "no_such_module:app"], "cannot import 'no_such_module'"),
+        (["routes", "examples.hello:nothing"], "has no attribute 'nothing'"),
+        (["routes", "examples.hello"], "expected module:app"),
+        (["routes", "examples.hello:wsgi"], "not a microweb App"),
+    ],
+)
+def test_clear_errors(args: list[str], message: str) -> None:
+    result = subprocess.run([MICROWEB, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_server_that_is_not_installed() -> None:
+    code = (
+        "import sys; sys.modules['waitress'] = None\n"
+        "from microweb.cli import main\n"
+        "main(['run', 'examples.hello:app', '--server', 'waitress'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "the waitress server is not installed; install it with: pip install waitress" in (
+        result.stderr
+    )
+
+
+def test_app_run_from_a_script(tmp_path: Path) -> None:
+    script = tmp_path / "site.py"
+    script.write_text(
+        "import sys\n"
+        "from microweb import App\n"
+        "app = App()\n"
+        "@app.get('/')\n"
+        "def index():\n"
+        "    return 'from app.run'\n"
+        "if __name__ == '__main__':\n"
+        "    app.run(port=int(sys.argv[2]), server='waitress')\n"
+    )
+    with running([sys.executable, str(script)], cwd=tmp_path) as (url, _):
+        assert httpx.get(url + "/").text == "from app.run"
+
+
+def test_reload_restarts_on_a_change(tmp_path: Path) -> None:
+    module = tmp_path / "reloaded.py"
+    module.write_text(
+        "from microweb import App\napp = App()\n@app.get('/')\ndef index():\n    return 'one'\n"
+    )
+    args = [MICROWEB, "run", "reloaded:app", "--reload"]
+    with running(args, cwd=tmp_path) as (url, _):
+        assert httpx.get(url + "/").text == "one"
+        module.write_text(module.read_text().replace("'one'", "'two'"))
+        deadline = time.monotonic() + 30
+        text = "one"
+        while text != "two" and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                text = httpx.get(url + "/", timeout=1).text
+            time.sleep(0.1)  # polling another process with a deadline
+        assert text == "two"
