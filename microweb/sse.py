@@ -53,7 +53,9 @@ def format_event(event: Event) -> bytes:
         out.append(f"retry: {retry}\n")
     if "data" in fields:
         data = fields["data"]
-        if not isinstance(data, str):
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        elif not isinstance(data, str):
             data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         # every line ending (CRLF, CR, LF) starts a new data line, as the parser reads it
         lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")

@@ -169,8 +169,8 @@ class _ASGIStream(httpx.SyncByteStream):
             message = self._messages.get()
             if isinstance(message, BaseException):
                 raise message
-            if message is None:
-                return
+            if message is None:  # the app returned: a cut-short body, as a server shows it
+                raise httpx.RemoteProtocolError("the app ended the response before its body")
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 if body:
