@@ -27,6 +27,7 @@ from ._pipeline import (
     match_request,
     unrouted_response,
 )
+from .datastructures import Headers
 from .exceptions import HTTPException
 from .requests import _UNSET, Request
 from .responses import Response, to_response, wire_headers_bytes
@@ -46,6 +47,12 @@ Send = Callable[[Message], Any]
 #: Bodies up to this size are read on the loop before a sync handler's thread
 #: hop, so reading them there costs no round trip through the loop.
 PREREAD_LIMIT = 64 * 1024
+
+
+def scope_headers(scope: Scope) -> Headers:
+    """A scope's header fields as `Headers` (ASGI servers send lower-case names)."""
+    fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+    return Headers.from_lowercase(fields)
 
 
 class LoopRunner:
@@ -89,10 +96,8 @@ class ASGIChannel(LoopRunner):
         self.request: Request | None = None
 
     # -- Channel
-    def raw_headers(self) -> list[tuple[str, str]]:
-        return [
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]
-        ]
+    def headers(self) -> Headers:
+        return scope_headers(self.scope)
 
     def content_length(self) -> int | None:
         fields = None

@@ -43,7 +43,10 @@ class Channel(Protocol):
     @property
     def scope(self) -> dict[str, Any] | None: ...
 
-    def raw_headers(self) -> list[tuple[str, str]]: ...
+    def headers(self) -> Headers:
+        """The request's header fields."""
+        ...
+
     def content_length(self) -> int | None: ...
     def server(self) -> str: ...
     def client(self) -> tuple[str, int] | None: ...
@@ -127,7 +130,7 @@ class HTTPConnection:
     def headers(self) -> Headers:
         h = self._headers
         if h is None:
-            h = self._headers = Headers.from_lowercase(self._channel.raw_headers())
+            h = self._headers = self._channel.headers()
         return h
 
     @property

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._parsers import decode_path
 from ._pipeline import Step, drive_async
+from .datastructures import Headers
 from .exceptions import HTTPException, WebSocketDisconnect
 from .requests import HTTPConnection
 from .responses import Response, error_response, to_response
@@ -35,10 +36,10 @@ class _Channel:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    def raw_headers(self) -> list[tuple[str, str]]:
-        return [
-            (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.scope["headers"]
-        ]
+    def headers(self) -> Headers:
+        from .asgi import scope_headers
+
+        return scope_headers(self.scope)
 
     def content_length(self) -> int | None:
         return None

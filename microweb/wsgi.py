@@ -8,6 +8,7 @@ serving the loop's requests for sync calls and ``wsgi.input`` reads.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ from ._pipeline import (
     unrouted_response,
 )
 from ._wsgi_bodies import AsyncBody, SyncBody, close_iterable
+from .datastructures import Headers
 from .exceptions import HTTPException, reason_phrase
 from .files import FileResponse
 from .requests import _UNSET, Request
@@ -72,14 +74,8 @@ class WSGIChannel:
         return b
 
     # -- Channel
-    def raw_headers(self) -> list[tuple[str, str]]:
-        out = []
-        for key, value in self.environ.items():
-            if key.startswith("HTTP_"):
-                out.append((key[5:].replace("_", "-").lower(), value))
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-                out.append((key.replace("_", "-").lower(), value))
-        return out
+    def headers(self) -> Headers:
+        return EnvironHeaders(self.environ)
 
     def content_length(self) -> int | None:
         value = self.environ.get("CONTENT_LENGTH")
@@ -129,6 +125,61 @@ class WSGIChannel:
 
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
         return await self.bridge.call_in_thread(advance, gen, step)  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=512)
+def _environ_key(name: str) -> str:
+    """The environ key of a header name: ``User-Agent`` -> ``HTTP_USER_AGENT``."""
+    key = name.upper().replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+class EnvironHeaders(Headers):
+    """Request headers read straight from the environ: a lookup by name is one
+    dict lookup; the full list is built only when something asks for it."""
+
+    __slots__ = ("_environ", "_fields")
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+        self._fields: list[tuple[str, str]] | None = None
+
+    @property  # computed, in place of the base's slot
+    def _list(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        fields = self._fields
+        if fields is None:
+            fields = []
+            for key, value in self._environ.items():
+                if key.startswith("HTTP_"):
+                    fields.append((key[5:].replace("_", "-").lower(), value))
+                elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                    fields.append((key.replace("_", "-").lower(), value))
+            self._fields = fields
+        return fields
+
+    def _value(self, key: str) -> str | None:
+        env_key = _environ_key(key)
+        value: str | None = self._environ.get(env_key)
+        if value == "" and not env_key.startswith("HTTP_"):
+            return None  # wsgiref sets CONTENT_LENGTH='' for "no body"
+        return value
+
+    def get(self, key: str, default: object = None) -> Any:
+        value = self._value(key)
+        return default if value is None else value
+
+    def getall(self, key: str) -> list[str]:
+        value = self._value(key)
+        return [] if value is None else [value]
+
+    def __getitem__(self, key: str) -> str:
+        value = self._value(key)
+        if value is None:
+            raise KeyError(key.lower())
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._value(key) is not None
 
 
 def _paths(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:

@@ -335,3 +335,19 @@ def test_body_limit(make_client: MakeClient) -> None:
     r = client.post("/stream", content=gen())
     assert r.status_code == 413
     assert r.json() == {"detail": "Content Too Large"}
+
+
+def test_an_empty_header_is_still_there(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/h")
+    def h(request: Request) -> dict[str, Any]:
+        return {
+            "value": request.headers.get("x-empty"),
+            "in": "x-empty" in request.headers,
+            "all": request.headers.getall("X-Empty"),
+            "listed": ("x-empty", "") in request.headers.items(),
+        }
+
+    r = make_client(app).get("/h", headers={"X-Empty": ""})
+    assert r.json() == {"value": "", "in": True, "all": [""], "listed": True}
