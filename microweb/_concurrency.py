@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import queue
 import threading
@@ -23,7 +24,16 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Bridge", "SharedLoop", "WorkerPool", "shared_loop"]
+__all__ = [
+    "Bridge",
+    "SharedLoop",
+    "WorkerPool",
+    "call_on_loop",
+    "current_bridge",
+    "shared_loop",
+]
+
+logger = logging.getLogger("microweb")
 
 #: Seconds an idle pool thread waits for work before it exits.
 IDLE_TIMEOUT = 10.0
@@ -101,7 +111,7 @@ class WorkerPool:
 
 
 class _Outcome:
-    """The result of one coroutine run on the shared loop for a WSGI thread."""
+    """The result of one coroutine run for a waiting thread."""
 
     __slots__ = ("exc", "value")
 
@@ -111,7 +121,7 @@ class _Outcome:
 
 
 class _Call:
-    """A sync call the loop asks the WSGI thread to make."""
+    """A sync call the loop asks a waiting thread to make."""
 
     __slots__ = ("args", "ctx", "fn", "fut", "loop")
 
@@ -132,34 +142,37 @@ class _Call:
             result = self.ctx.run(self.fn, *self.args)
         except BaseException as e:
             exc = e
-        self.loop.call_soon_threadsafe(_report, self.fut, result, exc)
+        try:
+            self.loop.call_soon_threadsafe(_report, self.fut, result, exc)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 class Bridge:
-    """The link between one WSGI thread and the shared loop, for one request.
+    """The way back from a coroutine to the thread that waits for it.
 
-    The WSGI thread blocks in `wait` serving the queue: sync calls the loop
-    sends it (`call_in_thread`) and, at last, the outcome it waits for.
+    A thread that runs a coroutine on a loop and waits for it (`call_on_loop`)
+    serves its bridge meanwhile: the sync work the coroutine sends back
+    (`call_in_thread`: sync pipeline steps, ``wsgi.input`` reads, disk
+    writes) runs in that thread, which is idle anyway, instead of needing
+    another one. Each wait has a bridge of its own, so nested waits (a ``def``
+    middleware's `call_next` inside an async one) never mix their outcomes.
     """
 
-    __slots__ = ("_done", "queue")
+    __slots__ = ("queue",)
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._done: set[int] = set()
 
     async def call_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """From the loop: run ``fn(*args)`` in the waiting WSGI thread."""
+        """From the loop: run ``fn(*args)`` in the waiting thread."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.queue.put(_Call(loop, fut, fn, args))
         return await fut
 
     def wait(self, until: Any) -> None:
-        """In the WSGI thread: serve calls until `until` is put on the queue."""
-        if id(until) in self._done:
-            self._done.discard(id(until))
-            return
+        """In the waiting thread: serve calls until `until` is put on the queue."""
         q = self.queue
         while True:
             item = q.get()
@@ -167,30 +180,95 @@ class Bridge:
                 return
             if type(item) is _Call:
                 item.run()
-            else:  # the outcome of a nested wait that is not running: keep it
-                self._done.add(id(item))
+
+
+#: The bridge of the thread waiting for the running coroutine (None when nobody waits).
+_bridge: contextvars.ContextVar[Bridge | None] = contextvars.ContextVar(
+    "microweb_bridge", default=None
+)
+
+
+def current_bridge() -> Bridge | None:
+    """On a loop: the bridge back to the thread that waits for this coroutine, if any."""
+    return _bridge.get()
+
+
+def call_on_loop(
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tasks: set[asyncio.Task[Any]],
+) -> Any:
+    """From a thread that may block: run ``await fn(*args, **kwargs)`` on `loop`
+    and return its result, serving the coroutine's calls meanwhile (see `Bridge`).
+
+    The coroutine runs in a copy of this thread's context. A CancelledError
+    from it (microweb never cancels these tasks) comes back as a RuntimeError:
+    an error of the code, not a cancellation of this thread.
+    """
+    bridge = Bridge()
+    outcome = _Outcome()
+    put = bridge.queue.put
+
+    async def run() -> None:
+        try:
+            outcome.value = await fn(*args, **kwargs)
+        except asyncio.CancelledError as exc:
+            outcome.exc = RuntimeError("the coroutine was cancelled")
+            outcome.exc.__cause__ = exc
+        except BaseException as exc:
+            outcome.exc = exc
+        finally:
+            put(outcome)
+
+    def start() -> None:
+        task = loop.create_task(run())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    token = _bridge.set(bridge)
+    try:
+        loop.call_soon_threadsafe(start)  # the task copies this context, bridge included
+    finally:
+        _bridge.reset(token)
+    bridge.wait(outcome)
+    exc = outcome.exc
+    if exc is not None:
+        outcome.exc = None
+        try:
+            raise exc
+        finally:
+            del exc  # no frame <-> traceback cycle left behind
+    return outcome.value
 
 
 class SharedLoop:
-    """One event loop per process, in a daemon thread, for async code under WSGI."""
+    """One event loop per process, in a daemon thread, for async code under WSGI.
+
+    Started on first use, and again after a fork (the thread does not survive
+    it) or if the loop ever stopped.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ident: int | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._thread: threading.Thread | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     def _reset(self) -> None:  # in a forked child: the thread did not survive
         self._lock = threading.Lock()
         self.loop = None
         self.ident = None
-        self._tasks = set()
+        self._thread = None
+        self.tasks = set()
 
     def get(self) -> asyncio.AbstractEventLoop:
-        loop = self.loop
-        if loop is None:
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
             with self._lock:
-                if self.loop is None:
+                if self.loop is None or self._thread is None or not self._thread.is_alive():
                     self._start()
             loop = self.loop
             assert loop is not None
@@ -198,9 +276,15 @@ class SharedLoop:
 
     def _start(self) -> None:
         ready = threading.Event()
+        failure: list[BaseException] = []
 
         def main() -> None:
-            loop = asyncio.new_event_loop()
+            try:
+                loop = asyncio.new_event_loop()
+            except BaseException as exc:  # e.g. out of file descriptors
+                failure.append(exc)
+                ready.set()
+                return
             asyncio.set_event_loop(loop)
 
             async def forever() -> None:
@@ -209,44 +293,29 @@ class SharedLoop:
                 ready.set()
                 await loop.create_future()  # never done: the loop's main task
 
-            loop.run_until_complete(forever())
+            try:
+                loop.run_until_complete(forever())
+            except BaseException:
+                logger.exception("the shared event loop stopped; it will be restarted")
+            finally:
+                self.loop = None
 
-        threading.Thread(target=main, name="microweb-loop", daemon=True).start()
+        thread = threading.Thread(target=main, name="microweb-loop", daemon=True)
+        self._thread = thread
+        thread.start()
         ready.wait()
+        if failure:
+            self._thread = None
+            raise RuntimeError("cannot start the shared event loop") from failure[0]
 
     def call(
         self,
         fn: Callable[..., Coroutine[Any, Any, Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        bridge: Bridge,
     ) -> Any:
-        """From a WSGI thread: run ``await fn(*args, **kwargs)`` on the loop and
-        return its result, serving `bridge` meanwhile."""
-        loop = self.get()
-        outcome = _Outcome()
-        put = bridge.queue.put
-        tasks = self._tasks
-
-        async def run() -> None:
-            try:
-                outcome.value = await fn(*args, **kwargs)
-            except BaseException as exc:
-                outcome.exc = exc
-            finally:
-                put(outcome)
-
-        def start() -> None:
-            task = loop.create_task(run())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        loop.call_soon_threadsafe(start)
-        bridge.wait(outcome)
-        if outcome.exc is not None:
-            exc, outcome.exc = outcome.exc, None
-            raise exc
-        return outcome.value
+        """From a WSGI thread: `call_on_loop` on the shared loop."""
+        return call_on_loop(self.get(), fn, args, kwargs, self.tasks)
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.ident

@@ -22,11 +22,10 @@ import threading
 from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import Bridge, shared_loop
+from ._concurrency import Bridge, _bridge, shared_loop
 
 if TYPE_CHECKING:
     from .requests import Request
-    from .wsgi import WSGIChannel
 
 __all__ = ["AsyncBody", "StreamAborted", "SyncBody", "close_iterable"]
 
@@ -53,7 +52,7 @@ def close_iterable(it: Any) -> None:
             logger.exception("Error while closing a response stream")
     elif hasattr(it, "aclose"):
         try:
-            shared_loop.call(it.aclose, (), {}, Bridge())
+            shared_loop.call(it.aclose, (), {})
         except Exception:
             logger.exception("Error while closing a response stream")
 
@@ -166,12 +165,12 @@ class AsyncBody:
         keepalive: float | None = None,
         ping: bytes = b"",
     ) -> None:
-        channel: WSGIChannel = request._channel  # type: ignore[assignment]
         self._request = request
-        self._bridge = channel.bridge
+        self._bridge = Bridge()  # chunks come through it, and the pump's calls (body reads)
         self._keepalive = keepalive
         self._ping = ping
         self._finished = False
+        self._closing = False
         self._stopped = threading.Event()
         self._loop = loop = shared_loop.get()
         self._sem: asyncio.Semaphore | None = None
@@ -189,7 +188,8 @@ class AsyncBody:
                     put(_bytes(chunk))
                 put(_END)
             except asyncio.CancelledError:
-                put(_END)
+                # the end only when close() cancelled it; else the stream failed
+                put(_END if self._closing else _Failed(RuntimeError("the stream was cancelled")))
             except BaseException as exc:
                 put(_Failed(exc))
             finally:
@@ -209,7 +209,11 @@ class AsyncBody:
             self._task = loop.create_task(pump())
             self._task.add_done_callback(finished)
 
-        loop.call_soon_threadsafe(start)
+        token = _bridge.set(self._bridge)  # the pump's context: its calls come to this thread
+        try:
+            loop.call_soon_threadsafe(start)
+        finally:
+            _bridge.reset(token)
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -238,6 +242,7 @@ class AsyncBody:
 
     def close(self) -> None:
         if not self._stopped.is_set():
+            self._closing = True
             self._loop.call_soon_threadsafe(self._cancel)
             q = self._bridge.queue
             while True:  # let the generator's finally run before the request ends

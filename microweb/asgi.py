@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._concurrency import WorkerPool
+from ._concurrency import WorkerPool, call_on_loop, current_bridge
 from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
@@ -69,10 +69,24 @@ class LoopRunner:
         return threading.get_ident() == self._tid
 
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(fn(*args, **kw), self._loop).result()
+        # from a pool thread: the coroutine's own sync work comes back to this
+        # thread (its bridge), so nested calls never wait for another pool thread
+        return call_on_loop(self._loop, fn, args, kw, _tasks)
 
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
-        return await self._pool.run(advance, gen, step)  # type: ignore[no-any-return]
+        return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
+
+    async def to_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking ``fn(*args)``: in the pool thread waiting for this code, if
+        one is (no second thread for nested work), else in a pool thread."""
+        bridge = current_bridge()
+        if bridge is not None:
+            return await bridge.call_in_thread(fn, *args)
+        return await self._pool.run(fn, *args)
+
+
+#: Tasks started for pool threads (kept referenced until they end).
+_tasks: set[asyncio.Task[Any]] = set()
 
 
 class ASGIChannel(LoopRunner):
@@ -82,6 +96,8 @@ class ASGIChannel(LoopRunner):
 
     protocol = "asgi"
     environ = None
+    #: The body is read natively by async code (see `Request.form`).
+    native_async = True
 
     def __init__(
         self, scope: Scope, receive: Receive, pool: WorkerPool, loop: asyncio.AbstractEventLoop
@@ -142,7 +158,7 @@ class ASGIChannel(LoopRunner):
         return asyncio.run_coroutine_threadsafe(self.read_async(size), self._loop).result()
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._pool.run(fn, *args)
+        return await self.to_thread(fn, *args)
 
     # -- Runner
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
@@ -159,7 +175,7 @@ class ASGIChannel(LoopRunner):
                     await request._read_all_async()
                 except HTTPException:  # the sync code meets the same error when it reads
                     request._streamed = False
-        return await self._pool.run(advance, gen, step)  # type: ignore[no-any-return]
+        return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
 
 
 def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:

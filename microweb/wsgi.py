@@ -7,6 +7,7 @@ serving the loop's requests for sync calls and ``wsgi.input`` reads.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import logging
@@ -16,7 +17,7 @@ import weakref
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import Bridge, shared_loop
+from ._concurrency import current_bridge, shared_loop
 from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
@@ -57,21 +58,15 @@ def status_line(status: int) -> str:
 class WSGIChannel:
     """A request's view of its environ; also the pipeline's `Runner` under WSGI."""
 
-    __slots__ = ("_bridge", "environ")
+    __slots__ = ("environ",)
 
     protocol = "wsgi"
     scope = None
+    #: The body is read natively by blocking code (see `Request.form`).
+    native_async = False
 
     def __init__(self, environ: dict[str, Any]) -> None:
         self.environ = environ
-        self._bridge: Bridge | None = None
-
-    @property
-    def bridge(self) -> Bridge:
-        b = self._bridge
-        if b is None:
-            b = self._bridge = Bridge()
-        return b
 
     # -- Channel
     def headers(self) -> Headers:
@@ -113,18 +108,27 @@ class WSGIChannel:
             raise HTTPException(400, "Could not read the request body") from exc
         return data
 
+    # Async code under WSGI runs on the shared loop while the server's thread
+    # waits for it: blocking work goes back to that thread, through its bridge.
     async def read_async(self, size: int) -> bytes:
-        return await self.bridge.call_in_thread(self.read_sync, size)  # type: ignore[no-any-return]
+        return await _back_to_thread(self.read_sync, size)  # type: ignore[no-any-return]
 
     async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.bridge.call_in_thread(fn, *args)
+        return await _back_to_thread(fn, *args)
 
     # -- Runner
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-        return shared_loop.call(fn, args, kw, self.bridge)
+        return shared_loop.call(fn, args, kw)
 
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
-        return await self.bridge.call_in_thread(advance, gen, step)  # type: ignore[no-any-return]
+        return await _back_to_thread(advance, gen, step)  # type: ignore[no-any-return]
+
+
+async def _back_to_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    bridge = current_bridge()
+    if bridge is None:  # not code a WSGI thread waits for (a task it spawned): any thread
+        return await asyncio.to_thread(fn, *args)
+    return await bridge.call_in_thread(fn, *args)
 
 
 @functools.lru_cache(maxsize=512)
@@ -337,7 +341,7 @@ class WSGIAdapter:
 def _call_async_standalone(
     fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> Any:
-    return shared_loop.call(fn, args, kw, Bridge())
+    return shared_loop.call(fn, args, kw)
 
 
 # ------------------------------------------------------------------ processes

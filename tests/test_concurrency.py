@@ -271,3 +271,63 @@ def test_a_request_leaves_no_reference_cycles(protocol: str) -> None:
     finally:
         loop.close()
         logging.getLogger("microweb").disabled = False
+
+
+def _nested_app(limit: int) -> App:
+    app = App(thread_limit=limit)
+
+    @app.middleware
+    def outer(request: Request, call_next: Any) -> Response:  # holds a thread while it waits
+        return call_next(request)  # type: ignore[no-any-return]
+
+    @app.middleware
+    async def inner(request: Request, call_next: Any) -> Response:
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    @app.get("/")
+    def handler() -> str:  # needs a thread again, inside the outer middleware's wait
+        return "ok"
+
+    return app
+
+
+def test_nested_sync_work_needs_no_second_pool_thread() -> None:
+    # a def middleware waiting on async code that runs def code: that def code
+    # runs in the waiting thread, so `thread_limit` concurrent requests cannot
+    # exhaust the pool (they did, for good, when it took a second thread)
+    app = _nested_app(limit=2)
+
+    async def run() -> list[bytes]:
+        return list(
+            await asyncio.wait_for(asyncio.gather(*(_asgi_get(app, "/") for _ in range(6))), 10)
+        )
+
+    assert asyncio.run(run()) == [b"ok"] * 6
+
+
+def test_an_abandoned_call_next_does_not_hang_the_wsgi_thread(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.middleware
+    async def timeout(request: Request, call_next: Any) -> Any:
+        try:
+            return await asyncio.wait_for(call_next(request), 0.2)
+        except asyncio.TimeoutError:
+            return {"detail": "timeout"}, 504
+
+    @app.middleware
+    def passthrough(request: Request, call_next: Any) -> Response:
+        return call_next(request)  # type: ignore[no-any-return]
+
+    @app.get("/slow")
+    async def slow() -> str:
+        await asyncio.sleep(0.6)
+        return "late"
+
+    client = make_client(app)
+    answers: list[Any] = []
+    worker = threading.Thread(target=lambda: answers.append(client.get("/slow")))
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the request never ended"
+    assert (answers[0].status_code, answers[0].json()) == (504, {"detail": "timeout"})
