@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "Bridge",
+    "LifespanHolder",
     "SharedLoop",
     "WorkerPool",
     "call_on_loop",
@@ -241,6 +242,40 @@ def call_on_loop(
         finally:
             del exc  # no frame <-> traceback cycle left behind
     return outcome.value
+
+
+class LifespanHolder:
+    """Keeps an app's lifespan context open in one task, from `enter` to `exit`."""
+
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def enter(self) -> None:
+        loop = asyncio.get_running_loop()
+        entered: asyncio.Future[None] = loop.create_future()
+        stop = self._stop = asyncio.Event()
+        cm = self._cm
+
+        async def hold() -> None:
+            try:
+                async with cm:
+                    entered.set_result(None)
+                    await stop.wait()
+            except BaseException as exc:
+                if not entered.done():
+                    entered.set_exception(exc)
+                    return
+                raise
+
+        self._task = loop.create_task(hold())
+        await entered
+
+    async def exit(self) -> None:
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await self._task
 
 
 class SharedLoop:

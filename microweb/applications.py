@@ -271,12 +271,17 @@ class App(Registrar):
         self._shutdown.append(Hook.of(fn))
         return fn
 
-    def _startup_flow(self) -> Generator[Step, Any, None]:
-        """Startup as pipeline steps: the lifespan context is entered, then the hooks."""
+    def _startup_flow(self, holder: Callable[[Any], Any]) -> Generator[Step, Any, None]:
+        """Startup as pipeline steps: the lifespan context is entered, then the hooks.
+
+        `holder` wraps the lifespan context (an adapter's): it keeps it open in
+        one task of its own, so it is entered and exited in the same task (an
+        anyio task group in it works), whatever tasks startup and shutdown run in.
+        """
         if self._lifespan is not None:
-            cm = self._lifespan(self)
-            yield (cm.__aenter__, (), _NOKW, True)
-            self._lifespan_cm = cm
+            held = holder(self._lifespan(self))
+            yield (held.enter, (), _NOKW, True)
+            self._lifespan_cm = held
         for hook in self._startup:
             yield (hook.fn, (), _NOKW, hook.kind)
 
@@ -288,9 +293,9 @@ class App(Registrar):
                 yield (hook.fn, (), _NOKW, hook.kind)
             except Exception as exc:
                 error = error or exc
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        if cm is not None:
-            yield (cm.__aexit__, (None, None, None), _NOKW, True)
+        held, self._lifespan_cm = self._lifespan_cm, None
+        if held is not None:
+            yield (held.exit, (), _NOKW, True)
         if error is not None:
             raise error
 

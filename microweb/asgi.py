@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._concurrency import WorkerPool, call_on_loop, current_bridge
+from ._concurrency import LifespanHolder, WorkerPool, call_on_loop, current_bridge
 from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
@@ -299,7 +299,7 @@ class ASGIAdapter:
 
     async def startup(self) -> None:
         """Run the app's startup (raises what a hook raised)."""
-        await self._run_flow(self.app._startup_flow())
+        await self._run_flow(self.app._startup_flow(LifespanHolder))
         self.app._started = True
 
     async def shutdown(self) -> None:

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import current_bridge, shared_loop
+from ._concurrency import LifespanHolder, current_bridge, shared_loop
 from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
@@ -317,7 +317,7 @@ class WSGIAdapter:
             if app._started:
                 return None
             try:
-                drive_sync(app._startup_flow(), _call_async_standalone)
+                drive_sync(app._startup_flow(LifespanHolder), _call_async_standalone)
             except Exception as exc:
                 logger.error("Application startup failed", exc_info=exc)
                 return server_error(app, exc)

@@ -274,3 +274,29 @@ def test_wsgi_startup_runs_again_in_a_forked_worker() -> None:
     assert pid != os.getpid()
     assert events == ["start sync", "start async"]  # the parent's list: startup ran once here
     app.wsgi.shutdown()
+
+
+def test_the_lifespan_context_is_held_in_one_task(protocol: str) -> None:
+    # Starlette's documented pattern: a task group open for the app's life
+    import anyio
+
+    log: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: App) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            app.state.tasks = tg
+            log.append("started")
+            yield
+            tg.cancel_scope.cancel()
+        log.append("stopped cleanly")
+
+    app = App(lifespan=lifespan)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    with TestClient(app, protocol=protocol) as client:
+        assert client.get("/").text == "ok"
+    assert log == ["started", "stopped cleanly"]
