@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .exceptions import HTTPException
+from .responses import chunk_bytes
 
 if TYPE_CHECKING:
     from ._concurrency import WorkerPool
@@ -85,10 +86,6 @@ async def stream_asgi(
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _bytes(chunk: bytes | str) -> bytes:
-    return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-
-
 async def _pump_keepalive(
     stream: Iterable[bytes | str] | AsyncIterable[bytes | str],
     send: Send,
@@ -140,7 +137,7 @@ async def _pump_async(stream: AsyncIterable[bytes | str], send: Any, raw: bool =
     it = stream.__aiter__()
     try:
         async for chunk in it:
-            data = _bytes(chunk)
+            data = chunk_bytes(chunk)
             if raw:
                 await send(data)
             else:
@@ -172,7 +169,7 @@ def _pump_sync(
         for chunk in it:
             if stop.is_set():
                 return False
-            data = _bytes(chunk)
+            data = chunk_bytes(chunk)
             message: Any = (
                 data if raw else {"type": "http.response.body", "body": data, "more_body": True}
             )

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import Bridge, _bridge, shared_loop
+from .responses import chunk_bytes
 
 if TYPE_CHECKING:
     from .requests import Request
@@ -55,10 +56,6 @@ def close_iterable(it: Any) -> None:
             shared_loop.call(it.aclose, (), {})
         except Exception:
             logger.exception("Error while closing a response stream")
-
-
-def _bytes(chunk: bytes | str) -> bytes:
-    return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
 
 
 class _Failed:
@@ -103,7 +100,7 @@ class SyncBody:
     def __next__(self) -> bytes:
         if self._keepalive is None:
             try:
-                return _bytes(next(self._it))
+                return chunk_bytes(next(self._it))
             except StopIteration:
                 raise
             except Exception as exc:
@@ -129,7 +126,7 @@ class SyncBody:
         item: Any = _END
         try:
             for chunk in it:
-                if not self._offer(_bytes(chunk)):
+                if not self._offer(chunk_bytes(chunk)):
                     return
         except Exception as exc:
             item = _Failed(exc)
@@ -185,7 +182,7 @@ class AsyncBody:
             try:
                 async for chunk in it:
                     await sem.acquire()
-                    put(_bytes(chunk))
+                    put(chunk_bytes(chunk))
                 put(_END)
             except asyncio.CancelledError:
                 # the end only when close() cancelled it; else the stream failed

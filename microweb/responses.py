@@ -7,6 +7,7 @@ import datetime
 import decimal
 import enum
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable, Mapping
@@ -297,6 +298,17 @@ class StreamingResponse(Response):
 NO_BODY_STATUSES = frozenset({204, 205, 304})
 
 
+def chunk_bytes(chunk: bytes | str) -> bytes:
+    """A streamed chunk as bytes (str is UTF-8); anything else is a TypeError."""
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    raise TypeError(f"a streamed chunk must be bytes or str, not {type(chunk).__name__}")
+
+
 def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
     """The header fields to send for `response`, and whether it has a body.
 
@@ -425,14 +437,20 @@ def error_response(exc: HTTPException, debug_text: str | None = None) -> Respons
     """The JSON response for an HTTPException: ``{"detail": ...}`` with its headers."""
     status, detail = exc.status, exc.detail
     cached = _error_bodies.get(status)
-    if cached is not None and cached[0] == detail and debug_text is None:
-        body = cached[1]
-    elif debug_text is not None:
-        body = json_dumps({"detail": detail, "traceback": debug_text})
-    else:
-        body = json_dumps({"detail": detail})
-        if type(detail) is str and detail == reason_phrase(status):
-            _error_bodies[status] = (detail, body)
+    try:
+        if cached is not None and cached[0] == detail and debug_text is None:
+            body = cached[1]
+        elif debug_text is not None:
+            body = json_dumps({"detail": detail, "traceback": debug_text})
+        else:
+            body = json_dumps({"detail": detail})
+            if type(detail) is str and detail == reason_phrase(status):
+                _error_bodies[status] = (detail, body)
+    except (TypeError, ValueError, RecursionError) as error:  # a detail JSON cannot carry
+        logging.getLogger("microweb").error(
+            "the detail of an HTTPException(%d) is not JSON", status, exc_info=error
+        )
+        return error_response(HTTPException(500))
     response = JSONResponse.__new__(JSONResponse)
     response.status = status
     response.body = body

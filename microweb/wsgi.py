@@ -133,7 +133,13 @@ async def _back_to_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 @functools.lru_cache(maxsize=512)
 def _environ_key(name: str) -> str:
-    """The environ key of a header name: ``User-Agent`` -> ``HTTP_USER_AGENT``."""
+    """The environ key of a header name: ``User-Agent`` -> ``HTTP_USER_AGENT``.
+
+    A name with ``_`` has none: servers map ``X-A`` and ``X_A`` to one key, and
+    under ASGI ``x_a`` never finds an ``X-A`` field either.
+    """
+    if "_" in name:
+        return "microweb.no-such-header"
     key = name.upper().replace("-", "_")
     return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 

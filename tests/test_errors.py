@@ -233,3 +233,24 @@ def test_the_500_handler_still_logs_class_handlers_do_not(
         assert client.get("/known").status_code == 409
     logged = [rec.exc_info[1] for rec in caplog.records if rec.name == "microweb" and rec.exc_info]
     assert [type(e) for e in logged] == [LookupError]
+
+
+def test_a_detail_that_is_not_json_is_a_logged_500(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.get("/sync")
+    def sync_handler() -> None:
+        abort(400, b"bytes are not JSON")  # type: ignore[arg-type]
+
+    @app.get("/async")
+    async def async_handler() -> None:
+        abort(422, {"x": float("nan")})
+
+    client = make_client(app)
+    with caplog.at_level(logging.ERROR, logger="microweb"):
+        for path in ("/sync", "/async"):
+            r = client.get(path)
+            assert (r.status_code, r.json()) == (500, {"detail": "Internal Server Error"})
+    assert len([rec for rec in caplog.records if "not JSON" in rec.getMessage()]) == 2

@@ -351,3 +351,19 @@ def test_an_empty_header_is_still_there(make_client: MakeClient) -> None:
 
     r = make_client(app).get("/h", headers={"X-Empty": ""})
     assert r.json() == {"value": "", "in": True, "all": [""], "listed": True}
+
+
+def test_header_names_with_underscores_find_nothing(make_client: MakeClient) -> None:
+    # WSGI servers fold "X-Api-Key" and "X_Api_Key" into one environ key; under
+    # ASGI "x_api_key" never finds an "X-Api-Key" field: both answer None
+    app = App()
+
+    @app.get("/h")
+    def h(request: Request) -> dict[str, Any]:
+        return {
+            "dash": request.headers.get("x-api-key"),
+            "underscore": request.headers.get("x_api_key"),
+        }
+
+    r = make_client(app).get("/h", headers={"X-Api-Key": "k"})
+    assert r.json() == {"dash": "k", "underscore": None}

@@ -290,3 +290,25 @@ def test_status_validation() -> None:
         Response(status=99)
     with pytest.raises(ValueError):
         Response(status="200")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk", [10, [104, 105], None, 3.5])
+def test_a_stream_of_something_else_than_bytes_or_str_fails(
+    make_client: MakeClient, protocol: str, chunk: Any
+) -> None:
+    import httpx
+
+    app = App()
+
+    @app.get("/s")
+    def s() -> StreamingResponse:
+        return StreamingResponse(iter([b"ok", chunk]))
+
+    from microweb._wsgi_bodies import StreamAborted
+
+    client = make_client(app)
+    # never NUL bytes for an int, never a list turned into bytes: the stream is
+    # cut (a WSGI server gets StreamAborted and drops the connection)
+    expected = StreamAborted if protocol == "wsgi" else httpx.RemoteProtocolError
+    with pytest.raises(expected):
+        client.get("/s")

@@ -7,6 +7,7 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from ..responses import chunk_bytes
 from ..routing import Hook
 
 if TYPE_CHECKING:
@@ -93,8 +94,7 @@ def _gzip_sync(stream: Iterable[bytes | str], level: int) -> Iterator[bytes]:
     it = iter(stream)
     try:
         for chunk in it:
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-            out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+            out = c.compress(chunk_bytes(chunk)) + c.flush(zlib.Z_SYNC_FLUSH)
             if out:
                 yield out
         yield c.flush()
@@ -109,8 +109,7 @@ async def _gzip_async(stream: AsyncIterable[bytes | str], level: int) -> AsyncIt
     it = stream.__aiter__()
     try:
         async for chunk in it:
-            data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-            out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+            out = c.compress(chunk_bytes(chunk)) + c.flush(zlib.Z_SYNC_FLUSH)
             if out:
                 yield out
         yield c.flush()
