@@ -80,6 +80,8 @@ class App(Registrar):
         self._status_handlers: dict[int, Hook] = {}
         self._class_handlers: dict[type[BaseException], Hook] = {}
         self._has_error_handlers = False
+        #: Set by the Sessions middleware: what loads `request.session` on first use.
+        self._session_loader: Any = None
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         #: Set once startup has run (per process); guarded by `_start_lock`.

@@ -154,10 +154,13 @@ class HTTPConnection:
         """The session (a dict), when the `microweb.middleware.Sessions` middleware is on."""
         session = self._session
         if session is None:
-            raise AttributeError(
-                "request.session needs the Sessions middleware: "
-                "app.add_middleware(microweb.middleware.Sessions(secret_key=...))"
-            )
+            loader = self.app._session_loader
+            if loader is None:
+                raise AttributeError(
+                    "request.session needs the Sessions middleware: "
+                    "app.add_middleware(microweb.middleware.Sessions(secret_key=...))"
+                )
+            session = self._session = loader.load(self)  # on first use: any hook may use it
         session.accessed = True
         return session  # type: ignore[no-any-return]
 

@@ -386,3 +386,39 @@ def test_sessions_needs_a_key() -> None:
     for bad in ("", [], [""]):
         with pytest.raises(ValueError):
             Sessions(bad)  # type: ignore[arg-type]
+
+
+def test_changes_inside_session_values_are_saved(make_client: MakeClient) -> None:
+    app = App()
+    app.add_middleware(Sessions(secret_key="k"))
+
+    @app.post("/cart/{item}")
+    def add(request: Request, item: str) -> dict[str, Any]:
+        request.session.setdefault("cart", [])
+        request.session["cart"].append(item)  # a change the dict itself does not see
+        return {"cart": request.session["cart"]}
+
+    client = make_client(app)
+    cookie = _cookie(client.post("/cart/apple"))
+    r = client.post("/cart/pear", headers={"Cookie": f"session={cookie}"})
+    assert r.json() == {"cart": ["apple", "pear"]}
+    assert Sessions("k").decode(_cookie(r)) == {"cart": ["apple", "pear"]}
+
+
+def test_any_hook_may_use_the_session_whatever_the_order(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.before_request
+    def who(request: Request) -> None:  # registered before the middleware
+        request.state.user = request.session.get("user", "nobody")
+
+    app.add_middleware(Sessions(secret_key="k"))
+
+    @app.get("/")
+    def index(request: Request) -> str:
+        return str(request.state.user)
+
+    client = make_client(app)
+    assert client.get("/").text == "nobody"
+    cookie = Sessions("k").encode({"user": "ann"})
+    assert client.get("/", headers={"Cookie": f"session={cookie}"}).text == "ann"

@@ -16,7 +16,7 @@ from ..routing import Hook
 
 if TYPE_CHECKING:
     from ..applications import App
-    from ..requests import Request
+    from ..requests import HTTPConnection, Request
     from ..responses import Response
 
 __all__ = ["Session", "Sessions"]
@@ -35,6 +35,8 @@ class Session(dict[str, Any]):
         self.accessed = False
         self.modified = False
         self.had_cookie = had_cookie
+        #: The data as loaded, to notice changes made inside values (a list appended to).
+        self.original = _canonical(data)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.modified = True
@@ -63,6 +65,10 @@ class Session(dict[str, Any]):
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.modified = True
         super().update(*args, **kwargs)
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 def _b64(data: bytes) -> str:
@@ -108,7 +114,10 @@ class Sessions:
         self.domain = domain
 
     def install(self, app: App) -> None:
-        app._add_hooks(before=Hook.inline(self.load), after=Hook.inline(self.save))
+        if app._session_loader is not None:
+            raise RuntimeError("the app has a Sessions middleware already")
+        app._session_loader = self  # request.session loads on first use, in any hook
+        app._add_hooks(after=Hook.inline(self.save))
 
     # -------------------------------------------------------------- cookie
     def encode(self, data: dict[str, Any], now: float | None = None) -> str:
@@ -145,18 +154,17 @@ class Sessions:
         return _b64(hmac.new(key, body.encode("ascii"), hashlib.sha256).digest())
 
     # --------------------------------------------------------------- hooks
-    def load(self, request: Request) -> None:
+    def load(self, request: HTTPConnection) -> Session:
+        """The session of `request`, from its cookie (empty when there is none valid)."""
         value = request.cookies.get(self.cookie_name)
-        data = self.decode(value)
-        request._session = Session(data or {}, had_cookie=value is not None)
+        return Session(self.decode(value) or {}, had_cookie=value is not None)
 
     def save(self, request: Request, response: Response) -> None:
         session = request._session
         if not isinstance(session, Session):
-            return
-        if session.accessed:
-            response.headers.add_vary("Cookie")
-        if not session.modified:
+            return  # never used: nothing to write, nothing to vary on
+        response.headers.add_vary("Cookie")
+        if not session.modified and _canonical(session) == session.original:
             return
         if session:
             value = self.encode(dict(session))
