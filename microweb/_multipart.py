@@ -34,29 +34,33 @@ _WRITE_BATCH = 256 * 1024
 #: RFC 2046: a boundary is 1 to 70 of these characters, not ending in a space.
 _BCHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
 _MAX_PART_HEADER = 8 * 1024
+_MAX_EPILOGUE = 64
+#: The parser's "end of stream reached" state (looked up defensively: private).
+_COMPLETE = getattr(multipart, "_COMPLETE", object())
 
 
 def parse_boundary(content_type: str | None) -> str:
     """The boundary of a multipart Content-Type; HTTPException(400) when it is bad."""
     if not content_type:
         raise HTTPException(400, "Missing multipart boundary")
-    _, params = parse_options_header(content_type)
+    try:
+        _, params = parse_options_header(content_type, strict=True)
+    except ValueError:
+        raise HTTPException(400, "Duplicate multipart boundary") from None
     boundary = params.get("boundary")
     if not boundary:
         raise HTTPException(400, "Missing multipart boundary")
-    if content_type.lower().count("boundary=") > 1:
-        raise HTTPException(400, "Duplicate multipart boundary")
     if len(boundary) > 70 or boundary.endswith(" ") or not _BCHARS.issuperset(boundary):
         raise HTTPException(400, "Invalid multipart boundary")
     return boundary
 
 
-def _filename_star(value: str) -> str | None:
+def _filename_star(value: str) -> str:
     """Decode an RFC 5987 ``filename*`` value: ``charset'lang'percent-encoded``."""
     charset, sep, rest = value.partition("'")
     _, sep2, encoded = rest.partition("'")
-    if not sep or not sep2:
-        return None
+    if not sep or not sep2:  # malformed: never silently a text field instead of a file
+        raise HTTPException(400, "Invalid filename* in a multipart part")
     try:
         return unquote_to_bytes(encoded).decode(charset or "utf-8")
     except (LookupError, UnicodeDecodeError):
@@ -105,6 +109,8 @@ class MultipartReader:
         self.part: _Part | None = None
         self.n_fields = 0
         self.n_files = 0
+        self.complete = False  # the closing delimiter has been parsed
+        self.epilogue = 0
         self.pending: list[bytes] = []  # async: file data not yet written
         self.pending_size = 0
         self.spooled_size = 0
@@ -139,6 +145,7 @@ class MultipartReader:
 
     def finish(self) -> FormData:
         """End of the body: check the stream is complete and return the form."""
+        self.complete = False
         for event in self._parse(b""):
             self._handle(event)
         if not self.parser.closed or self.part is not None:
@@ -155,8 +162,19 @@ class MultipartReader:
 
     # ------------------------------------------------------------ internals
     def _parse(self, chunk: bytes) -> list[Any]:
+        if self.complete:
+            # after the closing delimiter: at most a line end or two. (Not fed to
+            # the strict parser, which takes a CRLF arriving in a later chunk
+            # for a forbidden epilogue.)
+            self.epilogue += len(chunk)
+            if self.epilogue > _MAX_EPILOGUE or chunk.strip(b" \t\r\n"):
+                raise HTTPException(400, "Data after the end of the multipart body")
+            return []
         try:
-            return list(self.parser.parse(chunk))
+            events = list(self.parser.parse(chunk))
+            if getattr(self.parser, "_state", None) is _COMPLETE and chunk:
+                self.complete = True
+            return events
         except multipart.ParserLimitReached:
             raise HTTPException(413, "Multipart limits exceeded") from None
         except multipart.MultipartError:
@@ -181,8 +199,13 @@ class MultipartReader:
         return None
 
     def _start_part(self, segment: multipart.MultipartSegment) -> None:
-        disposition = segment.header("Content-Disposition") or ""
-        kind, params = parse_options_header(disposition)
+        dispositions = [v for k, v in segment.headerlist if k == "Content-Disposition"]
+        if len(dispositions) != 1:
+            raise HTTPException(400, "A multipart part needs one Content-Disposition")
+        try:  # a name or filename given twice is ambiguous: refused
+            kind, params = parse_options_header(dispositions[0], strict=True)
+        except ValueError:
+            raise HTTPException(400, "Ambiguous Content-Disposition in a part") from None
         if kind != "form-data" or "name" not in params:
             raise HTTPException(400, "A multipart part lacks a form-data name")
         filename = segment.filename

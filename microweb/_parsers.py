@@ -12,6 +12,7 @@ __all__ = [
     "PLAIN_PATH",
     "decode_path",
     "encode_path",
+    "encode_query",
     "parse_content_length",
     "parse_cookies",
     "parse_options_header",
@@ -145,11 +146,13 @@ def parse_content_length(values: list[str]) -> int | None:
     return found
 
 
-def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
+def parse_options_header(value: str | None, strict: bool = False) -> tuple[str, dict[str, str]]:
     """Split ``text/html; charset="utf-8"`` into ``("text/html", {"charset": "utf-8"})``.
 
     The main value is lower-cased, as are parameter names; quoted parameter
-    values keep their text. Linear scan, no regular expression.
+    values keep their text; the first of two same-named parameters wins, or,
+    with `strict`, raises ValueError (ambiguity fails closed). Linear scan, no
+    regular expression.
     """
     if not value:
         return "", {}
@@ -181,7 +184,10 @@ def parse_options_header(value: str | None) -> tuple[str, dict[str, str]]:
         else:
             val = rest[i:end].strip()
             i = end + 1
-        if name and name not in params:
+        if name in params:
+            if strict:
+                raise ValueError(f"parameter {name!r} given twice")
+        elif name:
             params[name] = val
     return main.strip().lower(), params
 
@@ -203,6 +209,20 @@ def encode_path(text: str, keep_escapes: bool) -> str:
         return text
     safe = _PATH_SAFE + "%" if keep_escapes else _PATH_SAFE
     return quote(text.encode("latin-1", "replace"), safe=safe)
+
+
+_QUERY_SAFE = "/?:@!$&'()*+,;=%-._~"
+#: Characters a raw query string may hold as they are (no control, space or non-ASCII).
+PLAIN_QUERY = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + _QUERY_SAFE
+)
+
+
+def encode_query(text: str) -> str:
+    """A raw query string made safe for a ``Location``: anything odd percent-encoded."""
+    if PLAIN_QUERY.issuperset(text):
+        return text
+    return quote(text.encode("latin-1", "replace"), safe=_QUERY_SAFE)
 
 
 def decode_path(raw: str) -> tuple[str, list[str] | None]:

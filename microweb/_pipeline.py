@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._parsers import encode_query
 from .exceptions import HTTPException
 from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
@@ -305,7 +306,7 @@ def _answer_no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPExc
             if target.startswith("//") or target.startswith("/\\"):
                 target = "/" + target.lstrip("/\\")  # never a scheme-relative URL
             if request.query_string:
-                target = f"{target}?{request.query_string}"
+                target = f"{target}?{encode_query(request.query_string)}"
             return _Redirect(308, headers={"Location": target})
     return None
 

@@ -65,11 +65,11 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | int | None:
             ranges.append((max(0, size - n), size - 1))
             continue
         first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-        if last < first:
-            return None
+        if last_s and int(last_s) < first:
+            return None  # "5-2": not a range at all
         if first >= size:
-            continue
+            continue  # unsatisfiable: starts past the end
+        last = int(last_s) if last_s else size - 1
         ranges.append((first, min(last, size - 1)))
     return ranges or 416
 

@@ -28,7 +28,55 @@ def parse_urlencoded(app: App, body: bytes) -> FormData:
     return FormData(pairs)
 
 
+#: A multipart body up to this size is kept, so `body()` still works after `form()`.
+KEEP_LIMIT = 1024 * 1024
+
+
+class _Keep:
+    """Keeps a small multipart body while it is parsed (a larger one streams on)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        # a body already read (by body(), or before a thread hop) stays readable
+        request._consume("body" if request._body is not None else "stream")
+        self.chunks: list[bytes] | None = [] if request._body is None else None
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.chunks is not None:
+            self.size += len(chunk)
+            if self.size <= KEEP_LIMIT:
+                self.chunks.append(chunk)
+            else:
+                self.chunks = None
+
+    def done(self) -> None:
+        request = self.request
+        if self.chunks is not None and request._body is None:
+            request._body = b"".join(self.chunks)
+            request._consumer = "body"  # cached: body() may read it again
+
+
+def _has_unquoted_comma(value: str) -> bool:
+    quoted = escaped = False
+    for c in value:
+        if escaped:
+            escaped = False
+        elif c == "\\" and quoted:
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            return True
+    return False
+
+
 def _kind(request: Request) -> str:
+    # several Content-Type fields (kept apart under ASGI, folded with a comma by
+    # WSGI servers): which one? fail closed
+    fields = request.headers.getall("content-type")
+    if len(fields) > 1 or (fields and _has_unquoted_comma(fields[0])):
+        raise HTTPException(400, "Several Content-Type headers")
     kind, _ = parse_options_header(request.content_type)
     return kind
 
@@ -42,14 +90,17 @@ def parse_form_sync(request: Request) -> FormData:
         from ._multipart import MultipartReader
 
         reader = MultipartReader(request)
-        request._consume("stream")
+        keep = _Keep(request)
         try:
             for chunk in request._stream_sync():
                 reader.feed(chunk)
-            return reader.finish()
+                keep.add(chunk)
+            form = reader.finish()
         except BaseException:
             reader.abort()
             raise
+        keep.done()
+        return form
     return FormData()
 
 
@@ -62,12 +113,15 @@ async def parse_form_async(request: Request) -> FormData:
         from ._multipart import MultipartReader
 
         reader = MultipartReader(request)
-        request._consume("stream")
+        keep = _Keep(request)
         try:
             async for chunk in request._stream_async():
                 await reader.feed_async(chunk)
-            return reader.finish()
+                keep.add(chunk)
+            form = reader.finish()
         except BaseException:
             reader.abort()
             raise
+        keep.done()
+        return form
     return FormData()

@@ -57,6 +57,13 @@ class Channel(Protocol):
         """From the event loop: run a blocking ``fn(*args)`` in a thread and await it."""
         ...
 
+    #: True when the body is read natively by async code (ASGI), False by blocking code.
+    native_async: bool
+
+    def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        """From a thread: run ``await fn(*args, **kw)`` on the loop and return its result."""
+        ...
+
 
 class HTTPConnection:
     """The cheap, lazily parsed attributes every request and WebSocket has."""
@@ -270,13 +277,18 @@ class Request(HTTPConnection):
             raise HTTPException(413)
 
     # ------------------------------------------------------------- body
+    #
+    # Strategy: a whole body (or form) is read where the protocol reads it
+    # natively -- on the loop under ASGI, in the server's thread under WSGI --
+    # and code on the other side gets it with one hop, not one per chunk.
+
     def body(self) -> Any:
         """The whole body as bytes (awaitable on an event loop)."""
         if self._consumer != "body":
             self._consume("body")
         if self._channel.on_loop():
-            return self._read_all_async()
-        return self._read_all_sync()
+            return self._body_async()
+        return self._body_sync()
 
     def text(self) -> Any:
         """The body decoded with the Content-Type's charset (UTF-8 by default)."""
@@ -284,7 +296,7 @@ class Request(HTTPConnection):
             self._consume("body")
         if self._channel.on_loop():
             return self._text_async()
-        return self._decode(self._read_all_sync())
+        return self._decode(self._body_sync())
 
     def json(self) -> Any:
         """The body parsed as JSON; HTTPException(400) when it is not valid JSON."""
@@ -293,17 +305,23 @@ class Request(HTTPConnection):
         if self._channel.on_loop():
             return self._json_async()
         if self._json is _UNSET:
-            self._json = _parse_json(self._read_all_sync())
+            self._json = _parse_json(self._body_sync())
         return self._json
 
     def form(self) -> Any:
         """The body as `FormData` (urlencoded or multipart)."""
         from .forms import parse_form_async, parse_form_sync
 
-        if self._channel.on_loop():
-            return self._form_async(parse_form_async)
+        channel = self._channel
+        if channel.on_loop():
+            if channel.native_async:
+                return self._form_async(parse_form_async, self)
+            return self._form_async(channel.offload, parse_form_sync, self)
         if self._form is None:
-            self._form = parse_form_sync(self)
+            if channel.native_async:
+                self._form = channel.call_async(parse_form_async, (self,), {})
+            else:
+                self._form = parse_form_sync(self)
         return self._form
 
     def stream(self) -> Any:
@@ -365,6 +383,20 @@ class Request(HTTPConnection):
                 return
             yield chunk
 
+    def _body_sync(self) -> bytes:
+        if self._body is None:
+            if self._channel.native_async:
+                return self._channel.call_async(self._read_all_async, (), {})  # type: ignore[no-any-return]
+            return self._read_all_sync()
+        return self._body
+
+    async def _body_async(self) -> bytes:
+        if self._body is None:
+            if not self._channel.native_async:
+                return await self._channel.offload(self._read_all_sync)  # type: ignore[no-any-return]
+            return await self._read_all_async()
+        return self._body
+
     def _read_all_sync(self) -> bytes:
         if self._body is None:
             self._body = _join(list(self._stream_sync()))
@@ -386,16 +418,16 @@ class Request(HTTPConnection):
         return self._body
 
     async def _text_async(self) -> str:
-        return self._decode(await self._read_all_async())
+        return self._decode(await self._body_async())
 
     async def _json_async(self) -> Any:
         if self._json is _UNSET:
-            self._json = _parse_json(await self._read_all_async())
+            self._json = _parse_json(await self._body_async())
         return self._json
 
-    async def _form_async(self, parse: Any) -> FormData:
+    async def _form_async(self, parse: Any, *args: Any) -> FormData:
         if self._form is None:
-            self._form = await parse(self)
+            self._form = await parse(*args)
         return self._form
 
     def _decode(self, body: bytes) -> str:

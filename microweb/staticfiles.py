@@ -15,6 +15,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from ._parsers import encode_query
 from .exceptions import HTTPException
 from .files import FileResponse
 from .responses import RedirectResponse, Response
@@ -74,7 +75,7 @@ class StaticFiles:
                 if not request.path.endswith("/"):
                     location = request.root_path + request.raw_path + "/"
                     if request.query_string:
-                        location += "?" + request.query_string
+                        location += "?" + encode_query(request.query_string)
                     return RedirectResponse(location, 308)
                 index = self._resolve(f"{path.rstrip('/')}/index.html" if path else "index.html")
                 if index is not None and stat.S_ISREG(index[1].st_mode):

@@ -32,6 +32,7 @@ class _Channel:
     __slots__ = ("scope",)
     protocol = "asgi"
     environ = None
+    native_async = True
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -65,6 +66,9 @@ class _Channel:
 
     async def offload(self, fn: Any, *args: Any) -> Any:  # pragma: no cover
         return fn(*args)
+
+    def call_async(self, fn: Any, args: Any, kw: Any) -> Any:  # pragma: no cover
+        raise RuntimeError("a WebSocket has no body to read")
 
 
 class WebSocket(HTTPConnection):

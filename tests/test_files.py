@@ -407,3 +407,9 @@ def test_static_file_request_can_see_the_request(make_client: MakeClient, site: 
 
     r = make_client(app).get("/static/css/site.css")
     assert r.headers["cache-control"] == "public, max-age=60"
+
+
+def test_an_open_range_past_the_end_is_unsatisfiable() -> None:
+    assert parse_range("bytes=200000-", 102400) == 416
+    assert parse_range("bytes=0-1, 200000-", 102400) == [(0, 1)]
+    assert parse_range("bytes=5-2", 102400) is None

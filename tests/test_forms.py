@@ -278,3 +278,41 @@ def test_disk_writes_stay_off_the_event_loop_under_asgi(monkeypatch: pytest.Monk
     assert r.status_code == 200 and r.text == str(len(payload))
     assert any(to_disk for _, _, to_disk in writes)
     assert not any(on_loop for _, on_loop, to_disk in writes if to_disk)
+
+
+def test_a_hook_and_the_handler_may_both_read_a_small_form(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.before_request
+    def csrf(request: Request) -> None:
+        if request.method == "POST":
+            request.state.token = request.form().get("csrf")
+
+    @app.post("/upload")
+    def upload(request: Request) -> dict[str, Any]:
+        return {"bytes": len(request.body()), "token": request.state.token}
+
+    r = make_client(app).post("/upload", files={"f": ("a.txt", b"hello")}, data={"csrf": "x"})
+    assert r.status_code == 200
+    assert r.json()["token"] == "x"
+    assert r.json()["bytes"] > 100
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_body_after_a_large_streamed_form_is_an_error(make_client: MakeClient, kind: str) -> None:
+    app = App(max_body_size=8 * 1024 * 1024)
+
+    @app.post("/sync")
+    def sync_form(request: Request) -> str:
+        request.form()
+        return str(len(request.body()))
+
+    @app.post("/async")
+    async def async_form(request: Request) -> str:
+        await request.form()
+        return str(len(await request.body()))
+
+    big = make_client(app).post(f"/{kind}", files={"f": ("a.bin", b"x" * 2_000_000)})
+    assert big.status_code == 500  # kept only up to 1 MiB: the rest streamed past
+    small = make_client(app).post(f"/{kind}", files={"f": ("a.bin", b"x" * 1000)})
+    assert small.status_code == 200
