@@ -1,20 +1,27 @@
 """Streaming response bodies under ASGI.
 
-An async iterable is iterated on the loop; a sync one is drained in one pool
-thread, which sends each chunk through the loop. While the body streams, a
-watcher listens for ``http.disconnect`` (once the request body is consumed,
-so it never steals body chunks) and stops the stream when the client leaves:
-an async generator is cancelled and closed, a sync one stops before its next
-chunk. A stream that fails half-way is logged and left incomplete, so the
-server drops the connection instead of sending a truncated body as whole.
+Strategy: every stream is sent from the loop. A sync iterable is turned into
+an async one that runs each ``next()`` in a thread of the stream pool, so a
+thread is held only while a chunk is being made (a slow client, an idle
+event stream or a big file pins none, and streams never take the threads
+``def`` handlers need).
+
+While the body streams, a watcher listens for ``http.disconnect`` and stops
+the stream when the client leaves: it starts once `receive` can only say
+that (the body was read or there is none), or when user code never touched
+the body (it then drains what is left of it). The stream's iterator is
+closed in every case, so a generator's ``finally`` runs. With a keep-alive
+interval (Server-Sent Events) a producer task fills a small buffer and the
+sender sends the ping when the buffer stays empty that long. A stream that
+fails half-way is logged and left incomplete, so the server drops the
+connection instead of sending a truncated body as whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,15 +35,18 @@ if TYPE_CHECKING:
     from .responses import Response
 
 logger = logging.getLogger("microweb")
+_DONE = object()
 
 
-def _body_consumed(channel: ASGIChannel) -> bool:
-    """True when `receive` can only report a disconnect from now on."""
+def _may_watch(channel: ASGIChannel) -> bool:
+    """True when listening for a disconnect steals no body the app still reads."""
     if not channel.more_body:
         return True
     request = channel.request
     if request is None or request._streamed:
         return False
+    if request._consumer is None:
+        return True  # user code never touched the body: the watcher drains it
     try:
         declared = request.content_length
     except HTTPException:
@@ -47,79 +57,73 @@ def _body_consumed(channel: ASGIChannel) -> bool:
 
 
 async def stream_asgi(
-    response: Response,
-    channel: ASGIChannel,
-    send: Send,
-    pool: WorkerPool,
+    response: Response, channel: ASGIChannel, send: Send, pool: WorkerPool
 ) -> None:
     stream = response.stream
     assert stream is not None
-    keepalive = response.keepalive
-    stop = threading.Event()
+    chunks = stream if isinstance(stream, AsyncIterable) else _in_threads(stream, pool)
+    left = False
     completed = False
     async with anyio.create_task_group() as tg:
-        if _body_consumed(channel):
+        if _may_watch(channel):
 
             async def watch() -> None:
+                nonlocal left
                 while True:
                     message = await channel.receive()
                     if message["type"] == "http.disconnect":
-                        channel.disconnected = True
-                        stop.set()
-                        if keepalive is not None or isinstance(stream, AsyncIterable):
-                            tg.cancel_scope.cancel()
+                        channel.disconnected = left = True
+                        tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch)
         try:
-            if keepalive is not None:
-                ping = response.keepalive_chunk
-                completed = await _pump_keepalive(stream, send, keepalive, ping, pool, stop)
-            elif isinstance(stream, AsyncIterable):
-                completed = await _pump_async(stream, send)
+            if response.keepalive is None:
+                completed = await _pump(chunks, send)
             else:
-                loop = asyncio.get_running_loop()
-                completed = await pool.run(_pump_sync, stream, send, loop, stop)
+                completed = await _pump_keepalive(
+                    chunks, send, response.keepalive, response.keepalive_chunk
+                )
         finally:
             tg.cancel_scope.cancel()
-    if completed and not stop.is_set():
+    if completed and not left:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump_keepalive(
-    stream: Iterable[bytes | str] | AsyncIterable[bytes | str],
-    send: Send,
-    interval: float,
-    ping: bytes,
-    pool: WorkerPool,
-    stop: threading.Event,
-) -> bool:
-    """Send chunks as a producer makes them, and `ping` after `interval` idle seconds.
+async def _pump(chunks: AsyncIterable[bytes | str], send: Any) -> bool:
+    """Send each chunk as it comes; True when the stream ended normally."""
+    it = chunks.__aiter__()
+    try:
+        async for chunk in it:
+            await send(
+                {"type": "http.response.body", "body": chunk_bytes(chunk), "more_body": True}
+            )
+    except Exception as exc:
+        logger.error("Exception while streaming a response", exc_info=exc)
+        return False
+    finally:
+        await _aclose(it)
+    return True
 
-    The producer is a task (async iterable) or a pool thread (sync iterable)
-    feeding a small buffer, so waiting for the next chunk can time out
-    without disturbing the iterator.
+
+async def _pump_keepalive(
+    chunks: AsyncIterable[bytes | str], send: Send, interval: float, ping: bytes
+) -> bool:
+    """`_pump`, plus `ping` after `interval` seconds without a chunk.
+
+    A producer task feeds a small buffer, so waiting for the next chunk can
+    time out without disturbing the iterator.
     """
     sender, receiver = anyio.create_memory_object_stream[bytes](4)
-    failed: list[BaseException] = []
-    loop = asyncio.get_running_loop()
+    failed: list[bool] = []
 
-    async def produce_async() -> None:
-        assert isinstance(stream, AsyncIterable)
+    async def produce() -> None:
         async with sender:
-            if not await _pump_async(stream, sender.send, raw=True):
-                failed.append(RuntimeError("stream failed"))
-
-    async def produce_in_thread() -> None:
-        assert not isinstance(stream, AsyncIterable)
-        try:
-            if not await pool.run(_pump_sync, stream, sender.send, loop, stop, True):
-                failed.append(RuntimeError("stream failed"))
-        finally:
-            sender.close()
+            if not await _pump(chunks, _to(sender)):
+                failed.append(True)
 
     async with anyio.create_task_group() as tg, receiver:
-        tg.start_soon(produce_async if isinstance(stream, AsyncIterable) else produce_in_thread)
+        tg.start_soon(produce)
         while True:
             chunk = None
             with anyio.move_on_after(interval):
@@ -132,58 +136,54 @@ async def _pump_keepalive(
     return not failed
 
 
-async def _pump_async(stream: AsyncIterable[bytes | str], send: Any, raw: bool = False) -> bool:
-    """Iterate `stream` on the loop, sending each chunk (as an ASGI message unless `raw`)."""
-    it = stream.__aiter__()
+def _to(sender: Any) -> Any:
+    """A `send` for `_pump` that puts each chunk's bytes in a memory stream."""
+
+    async def send(message: dict[str, Any]) -> None:
+        await sender.send(message["body"])
+
+    return send
+
+
+async def _in_threads(
+    stream: Iterable[bytes | str], pool: WorkerPool
+) -> AsyncIterator[bytes | str]:
+    """A sync iterable as an async one: each ``next()`` in a pool thread.
+
+    Closed in a thread too (a generator's ``finally`` may block), after any
+    ``next()`` still running has returned: a generator cannot be closed
+    while it runs.
+    """
+    it: Iterator[bytes | str] = iter(stream)
+    running: Any = None
     try:
-        async for chunk in it:
-            data = chunk_bytes(chunk)
-            if raw:
-                await send(data)
-            else:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-    except Exception as exc:
-        logger.error("Exception while streaming a response", exc_info=exc)
-        return False
+        while True:
+            running = pool.run(next, it, _DONE)
+            chunk = await asyncio.shield(running)  # cancelled, it still runs to its end
+            running = None
+            if chunk is _DONE:
+                return
+            yield chunk
     finally:
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if running is not None:
                 try:
-                    await aclose()
+                    await running
+                except BaseException:
+                    pass
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    await pool.run(close)
                 except Exception:
                     logger.exception("Error while closing a response stream")
-    return True
 
 
-def _pump_sync(
-    stream: Iterable[bytes | str],
-    send: Any,
-    loop: asyncio.AbstractEventLoop,
-    stop: threading.Event,
-    raw: bool = False,
-) -> bool:
-    """In a pool thread: iterate `stream`, sending each chunk through the loop."""
-    it = iter(stream)
-    try:
-        for chunk in it:
-            if stop.is_set():
-                return False
-            data = chunk_bytes(chunk)
-            message: Any = (
-                data if raw else {"type": "http.response.body", "body": data, "more_body": True}
-            )
-            asyncio.run_coroutine_threadsafe(send(message), loop).result()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        return False  # the consumer is gone (the client left)
-    except Exception as exc:
-        logger.error("Exception while streaming a response", exc_info=exc)
-        return False
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
+async def _aclose(it: Any) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
             try:
-                close()
+                await aclose()
             except Exception:
                 logger.exception("Error while closing a response stream")
-    return True

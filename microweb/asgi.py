@@ -207,6 +207,10 @@ class ASGIAdapter:
     def __init__(self, app: App) -> None:
         self.app = app
         self.pool = WorkerPool(app.thread_limit)
+        #: Threads for sync streams' chunks: held one chunk at a time, never the
+        #: handlers'. Wider than theirs: a sync event source that waits for its
+        #: next event holds one while it waits (async sources hold none).
+        self.stream_pool = WorkerPool(max(4 * app.thread_limit, 400))
         self._start_lock: asyncio.Lock | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -272,7 +276,7 @@ class ASGIAdapter:
             elif has_body and request.method != "HEAD":
                 from ._streaming import stream_asgi
 
-                await stream_asgi(response, channel, send, self.pool)
+                await stream_asgi(response, channel, send, self.stream_pool)
             else:
                 await _aclose(stream)
                 await send({"type": "http.response.body", "body": b""})

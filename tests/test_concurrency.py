@@ -331,3 +331,71 @@ def test_an_abandoned_call_next_does_not_hang_the_wsgi_thread(make_client: MakeC
     worker.join(20)
     assert not worker.is_alive(), "the request never ended"
     assert (answers[0].status_code, answers[0].json()) == (504, {"detail": "timeout"})
+
+
+def test_sync_streams_do_not_take_the_handlers_threads() -> None:
+    # a sync stream holds a thread only while it makes a chunk, and not one of
+    # the threads `def` handlers run in
+    from microweb.testing import TestClient
+
+    app = App(thread_limit=2)
+    release = threading.Event()
+
+    @app.get("/feed")
+    def feed() -> StreamingResponse:
+        def chunks() -> Any:
+            yield b"first"
+            release.wait(30)  # a feed with nothing new to say
+            yield b"last"
+
+        return StreamingResponse(chunks())
+
+    def within(seconds: float, fn: Any) -> Any:
+        """fn() in a thread; fails the test if it does not return in time."""
+        out: list[Any] = []
+        worker = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+        worker.start()
+        worker.join(seconds)
+        assert out, f"still waiting after {seconds} s"
+        return out[0]
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    with TestClient(app, protocol="asgi") as client:
+        contexts = [client.stream("GET", "/feed") for _ in range(3)]
+        streams = [context.__enter__() for context in contexts]
+        chunks = [r.iter_raw() for r in streams]
+        for it in chunks:
+            assert within(5, lambda it=it: next(it)) == b"first"
+        # no thread of the handlers' pool is stuck in a stream
+        assert within(5, lambda: client.get("/ping").text) == "pong"
+        release.set()
+        for it, context in zip(chunks, contexts, strict=True):
+            assert b"".join(it) == b"last"
+            context.__exit__(None, None, None)
+
+
+def test_a_stream_stops_when_the_client_leaves_even_with_an_unread_body() -> None:
+    from microweb.testing import TestClient
+
+    app = App()
+    closed = threading.Event()
+
+    @app.post("/ticker")
+    async def ticker() -> StreamingResponse:  # never reads the request body
+        async def ticks() -> Any:
+            try:
+                while True:
+                    yield b"tick\n"
+                    await asyncio.sleep(0.01)
+            finally:
+                closed.set()
+
+        return StreamingResponse(ticks())
+
+    with TestClient(app, protocol="asgi") as client:
+        with client.stream("POST", "/ticker", content=b"{}") as r:
+            assert next(r.iter_lines()) == "tick"
+        assert closed.wait(10), "the generator was not closed after the client left"
