@@ -34,7 +34,7 @@ _WRITE_BATCH = 256 * 1024
 #: RFC 2046: a boundary is 1 to 70 of these characters, not ending in a space.
 _BCHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
 _MAX_PART_HEADER = 8 * 1024
-_MAX_EPILOGUE = 64
+_MAX_EPILOGUE = 1024
 #: The parser's "end of stream reached" state (looked up defensively: private).
 _COMPLETE = getattr(multipart, "_COMPLETE", object())
 
@@ -163,22 +163,26 @@ class MultipartReader:
     # ------------------------------------------------------------ internals
     def _parse(self, chunk: bytes) -> list[Any]:
         if self.complete:
-            # after the closing delimiter: at most a line end or two. (Not fed to
-            # the strict parser, which takes a CRLF arriving in a later chunk
-            # for a forbidden epilogue.)
-            self.epilogue += len(chunk)
-            if self.epilogue > _MAX_EPILOGUE or chunk.strip(b" \t\r\n"):
-                raise HTTPException(400, "Data after the end of the multipart body")
+            # after the closing delimiter (not fed to the strict parser, which
+            # refuses data in a later chunk but ignores it in the same one)
+            self._epilogue(len(chunk))
             return []
         try:
             events = list(self.parser.parse(chunk))
-            if getattr(self.parser, "_state", None) is _COMPLETE and chunk:
-                self.complete = True
+            if chunk and getattr(self.parser, "_state", None) is _COMPLETE:
+                self.complete = True  # what this chunk held past the end:
+                self._epilogue(len(getattr(self.parser, "_buffer", b"")))
             return events
         except multipart.ParserLimitReached:
             raise HTTPException(413, "Multipart limits exceeded") from None
         except multipart.MultipartError:
             raise HTTPException(400, "Malformed multipart body") from None
+
+    def _epilogue(self, size: int) -> None:
+        """RFC 2046 allows text after the closing delimiter: a little, not a flood."""
+        self.epilogue += size
+        if self.epilogue > _MAX_EPILOGUE:
+            raise HTTPException(400, "Too much data after the end of the multipart body")
 
     def _handle(self, event: Any) -> bytes | None:
         """Account for one parser event; return file data to be written."""
