@@ -426,6 +426,7 @@ class TestClient(httpx.Client):
         self._portal_obj: anyio.from_thread.BlockingPortal | None = None
         self._lifespan: dict[str, Any] | None = None
         self._started = False
+        self._lock = threading.RLock()
         transport: httpx.BaseTransport
         if protocol == "wsgi":
             transport = WSGITransport(app.wsgi, root_path, client, validate)
@@ -435,17 +436,26 @@ class TestClient(httpx.Client):
 
     # ---------------------------------------------------------------- loop
     def _portal(self) -> anyio.from_thread.BlockingPortal:
-        if self._portal_obj is None:
-            self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
-            self._portal_obj = self._portal_cm.__enter__()
-        return self._portal_obj
+        with self._lock:
+            if self._portal_obj is None:
+                self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
+                self._portal_obj = self._portal_cm.__enter__()
+            return self._portal_obj
 
     # ----------------------------------------------------------- lifespan
     def startup(self) -> None:
-        """Run the app's startup now (it runs by itself before the first request)."""
+        """Run the app's startup now (it runs by itself before the first request).
+
+        Thread-safe: requests sent from several threads at once wait for it.
+        """
         if self._started:
             return
-        self._started = True
+        with self._lock:
+            if not self._started:
+                self._startup()
+                self._started = True
+
+    def _startup(self) -> None:
         if self.protocol == "wsgi":
             failure = self.app.wsgi.startup()
             if failure is not None:

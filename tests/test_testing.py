@@ -138,3 +138,33 @@ def test_pytest_plugin_runs_each_test_under_both_protocols(pytester: pytest.Pyte
     result = pytester.runpytest("-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_index?wsgi? PASSED*", "*test_index?asgi? PASSED*"])
+
+
+def test_first_requests_from_several_threads(protocol: str) -> None:
+    app = App()
+    started: list[int] = []
+
+    @app.on_startup
+    def start() -> None:
+        started.append(1)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    client = TestClient(app, protocol=protocol)
+    barrier = threading.Barrier(8)
+    results: list[int] = []
+
+    def first_request() -> None:
+        barrier.wait(10)
+        results.append(client.get("/").status_code)
+
+    threads = [threading.Thread(target=first_request) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    client.close()
+    assert results == [200] * 8
+    assert started == [1]
