@@ -62,32 +62,44 @@ async def stream_asgi(
     stream = response.stream
     assert stream is not None
     chunks = stream if isinstance(stream, AsyncIterable) else _in_threads(stream, pool)
-    left = False
-    completed = False
-    async with anyio.create_task_group() as tg:
-        if _may_watch(channel):
-
-            async def watch() -> None:
-                nonlocal left
-                while True:
-                    message = await channel.receive()
-                    if message["type"] == "http.disconnect":
-                        channel.disconnected = left = True
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(watch)
-        try:
-            if response.keepalive is None:
-                completed = await _pump(chunks, send)
-            else:
-                completed = await _pump_keepalive(
-                    chunks, send, response.keepalive, response.keepalive_chunk
-                )
-        finally:
-            tg.cancel_scope.cancel()
-    if completed and not left:
+    if response.keepalive is None:
+        body = _pump(chunks, send)
+    else:
+        body = _pump_keepalive(chunks, send, response.keepalive, response.keepalive_chunk)
+    # Plain asyncio tasks, not a task group: cancelling a watcher through a
+    # cancel scope left reference cycles (tracebacks) behind every response.
+    pump = asyncio.ensure_future(body)
+    watcher = asyncio.ensure_future(_watch(channel)) if _may_watch(channel) else None
+    try:
+        if watcher is not None:
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and not pump.done():  # the client left: stop the stream
+                pump.cancel()
+        completed = await _finished(pump)
+    finally:
+        for task in (pump, watcher):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+    if completed and not channel.disconnected:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _watch(channel: ASGIChannel) -> None:
+    """Return when the client has gone (drains what is left of the request body)."""
+    while True:
+        message = await channel.receive()
+        if message["type"] == "http.disconnect":
+            channel.disconnected = True
+            return
+
+
+async def _finished(task: asyncio.Future[bool]) -> bool:
+    """The pump's result: False when it failed or was stopped."""
+    await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    return task.result()
 
 
 async def _pump(chunks: AsyncIterable[bytes | str], send: Any) -> bool:

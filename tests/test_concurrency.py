@@ -253,7 +253,31 @@ def test_a_request_leaves_no_reference_cycles(protocol: str) -> None:
     def fail() -> None:
         raise ValueError("x")
 
-    paths = {"/sync": 200, "/async": 200, "/missing": 404, "/fail": 500}
+    @app.post("/async-fail")
+    async def async_fail() -> None:
+        raise ValueError("x")
+
+    @app.post("/stream")
+    def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"a", b"b"]))
+
+    @app.post("/async-stream")
+    async def async_stream() -> StreamingResponse:
+        async def chunks() -> Any:
+            yield b"a"
+            yield b"b"
+
+        return StreamingResponse(chunks())
+
+    paths = {
+        "/sync": 200,
+        "/async": 200,
+        "/missing": 404,
+        "/fail": 500,
+        "/async-fail": 500,
+        "/stream": 200,
+        "/async-stream": 200,
+    }
     logging.getLogger("microweb").disabled = True
     loop = asyncio.new_event_loop()
     try:
