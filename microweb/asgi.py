@@ -50,9 +50,52 @@ PREREAD_LIMIT = 64 * 1024
 
 
 def scope_headers(scope: Scope) -> Headers:
-    """A scope's header fields as `Headers` (ASGI servers send lower-case names)."""
-    fields = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-    return Headers.from_lowercase(fields)
+    """A scope's header fields as `Headers`."""
+    return ScopeHeaders(scope["headers"])
+
+
+class ScopeHeaders(Headers):
+    """Request headers read from the scope's list of byte pairs: a lookup by
+    name decodes only what it finds; the full list is decoded only when
+    something asks for it. (ASGI servers send lower-case names.)"""
+
+    __slots__ = ("_fields", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._fields: list[tuple[str, str]] | None = None
+
+    @property  # computed, in place of the base's slot
+    def _list(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = [
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw
+            ]
+        return fields
+
+    def get(self, key: str, default: object = None) -> Any:
+        name = key.lower().encode("latin-1", "replace")
+        for k, v in self._raw:
+            if k == name:
+                return v.decode("latin-1")
+        return default
+
+    def getall(self, key: str) -> list[str]:
+        name = key.lower().encode("latin-1", "replace")
+        return [v.decode("latin-1") for k, v in self._raw if k == name]
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key.lower())
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        name = key.lower().encode("latin-1", "replace")
+        return any(k == name for k, _ in self._raw)
 
 
 class LoopRunner:

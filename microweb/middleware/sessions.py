@@ -35,8 +35,9 @@ class Session(dict[str, Any]):
         self.accessed = False
         self.modified = False
         self.had_cookie = had_cookie
-        #: The data as loaded, to notice changes made inside values (a list appended to).
-        self.original = _canonical(data)
+        #: The data as loaded, to notice changes made inside values (a list
+        #: appended to); only needed, and only computed, when a value can change.
+        self.original = _canonical(data) if _has_containers(data) else None
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.modified = True
@@ -65,6 +66,10 @@ class Session(dict[str, Any]):
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.modified = True
         super().update(*args, **kwargs)
+
+
+def _has_containers(data: dict[str, Any]) -> bool:
+    return any(isinstance(v, dict | list) for v in data.values())
 
 
 def _canonical(data: dict[str, Any]) -> str:
@@ -164,8 +169,10 @@ class Sessions:
         if not isinstance(session, Session):
             return  # never used: nothing to write, nothing to vary on
         response.headers.add_vary("Cookie")
-        if not session.modified and _canonical(session) == session.original:
-            return
+        if not session.modified and (
+            session.original is None or _canonical(session) == session.original
+        ):
+            return  # unchanged (values that could change in place are compared)
         if session:
             value = self.encode(dict(session))
             if len(value) > 4000:
