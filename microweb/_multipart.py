@@ -35,6 +35,7 @@ _WRITE_BATCH = 256 * 1024
 _BCHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
 _MAX_PART_HEADER = 8 * 1024
 _MAX_EPILOGUE = 1024
+_MAX_PREAMBLE = 1024
 #: The parser's "end of stream reached" state (looked up defensively: private).
 _COMPLETE = getattr(multipart, "_COMPLETE", object())
 
@@ -109,6 +110,8 @@ class MultipartReader:
         self.part: _Part | None = None
         self.n_fields = 0
         self.n_files = 0
+        self.delimiter = b"--" + boundary.encode("latin-1")
+        self.head: bytes | None = b""  # the body's start, until the first delimiter
         self.complete = False  # the closing delimiter has been parsed
         self.epilogue = 0
         self.pending: list[bytes] = []  # async: file data not yet written
@@ -162,6 +165,20 @@ class MultipartReader:
 
     # ------------------------------------------------------------ internals
     def _parse(self, chunk: bytes) -> list[Any]:
+        if self.head is not None:
+            # Before the first delimiter: the strict parser takes a preamble only
+            # in the first chunk it sees, so the body's start is gathered until
+            # the delimiter shows (a preamble is allowed up to _MAX_PREAMBLE,
+            # however the network cut the body), then fed at once.
+            self.head += chunk
+            found = self.head.find(self.delimiter)
+            if found < 0:
+                if len(self.head) > _MAX_PREAMBLE + len(self.delimiter) or not chunk:
+                    raise HTTPException(400, "Malformed multipart body: no boundary")
+                return []
+            if found > _MAX_PREAMBLE:
+                raise HTTPException(400, "Too much data before the multipart body")
+            chunk, self.head = self.head, None
         if self.complete:
             # after the closing delimiter (not fed to the strict parser, which
             # refuses data in a later chunk but ignores it in the same one)
