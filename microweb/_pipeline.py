@@ -24,16 +24,18 @@ import traceback
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._matching import allowed_methods
 from ._parsers import encode_query
 from .exceptions import HTTPException
 from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
-from .routing import ASYNC, SYNC, allowed_methods
+from .routing import ASYNC, SYNC
 
 if TYPE_CHECKING:
+    from ._matching import _Leaf
     from .applications import App
     from .requests import Request
-    from .routing import Hook, Route, _Leaf
+    from .routing import Hook, Route
 
 __all__ = [
     "Done",

@@ -8,20 +8,17 @@ from collections.abc import Callable, Generator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ._matching import Converter, Matcher, compile_template, default_converters
 from ._pipeline import Step
 from .datastructures import State
 from .exceptions import HTTPException
 from .routing import (
-    Converter,
     Handler,
     Hook,
-    Matcher,
     Registrar,
     Route,
     Router,
     RouteSpec,
-    compile_template,
-    default_converters,
 )
 
 if TYPE_CHECKING:

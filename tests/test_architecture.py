@@ -10,7 +10,15 @@ import microweb
 PACKAGE = Path(microweb.__file__).parent
 
 #: The protocol-free core (STYLE.md): it must not know event loops or servers.
-CORE = ["routing", "requests", "responses", "datastructures", "exceptions", "_pipeline"]
+CORE = [
+    "routing",
+    "_matching",
+    "requests",
+    "responses",
+    "datastructures",
+    "exceptions",
+    "_pipeline",
+]
 FORBIDDEN = {
     "asyncio",
     "anyio",

@@ -1,0 +1,248 @@
+"""The test client's transports: how an httpx request reaches `app.wsgi` or `app.asgi`.
+
+The WSGI one calls ``app.wsgi`` (inside ``wsgiref.validate.validator``) with an
+environ built as servers build theirs (the raw target in ``RAW_URI``); the
+ASGI one runs ``app.asgi`` on the client's event loop thread and hands the
+response over as it is sent, streamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+from wsgiref.validate import validator
+
+import anyio
+import httpx
+
+if TYPE_CHECKING:
+    from .testing import TestClient
+
+__all__ = ["ASGITransport", "WSGITransport"]
+
+# --------------------------------------------------------------------------
+# WSGI
+# --------------------------------------------------------------------------
+
+
+class _WSGIStream(httpx.SyncByteStream):
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._result
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+class WSGITransport(httpx.BaseTransport):
+    """Calls a WSGI app with an environ like a server's (raw target in RAW_URI)."""
+
+    def __init__(
+        self,
+        wsgi_app: Any,
+        root_path: str = "",
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        validate: bool = True,
+    ) -> None:
+        self.app = validator(wsgi_app) if validate else wsgi_app
+        self.root_path = root_path
+        self.client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        raw_path = url.raw_path.decode("ascii")
+        target, _, query = raw_path.partition("?")
+        path_bytes = unquote_to_bytes(target)
+        chunked = "content-length" not in request.headers and request.method not in (
+            "GET",
+            "HEAD",
+        )
+        body = request.read()
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": self.root_path,
+            "PATH_INFO": path_bytes.decode("latin-1"),
+            "QUERY_STRING": query,
+            "RAW_URI": self.root_path + raw_path,
+            "SERVER_NAME": url.host,
+            "SERVER_PORT": str(url.port or (443 if url.scheme == "https" else 80)),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": self.client[0],
+            "REMOTE_PORT": str(self.client[1]),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": url.scheme,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        if chunked:
+            environ["wsgi.input_terminated"] = True
+        for name, value in request.headers.multi_items():
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ[key] = value
+                continue
+            key = "HTTP_" + key
+            environ[key] = f"{environ[key]}, {value}" if key in environ else value
+        captured: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            captured["status"] = int(status.split(" ", 1)[0])
+            captured["headers"] = headers
+            return lambda data: None
+
+        result = self.app(environ, start_response)
+        it = iter(result)
+        first: list[bytes] = []
+        if "status" not in captured:  # start_response may wait for the first chunk
+            with contextlib.suppress(StopIteration):
+                first.append(next(it))
+
+        def chained() -> Iterator[bytes]:
+            yield from first
+            yield from it
+
+        stream = _WSGIStream(_Closing(chained(), result))
+        return httpx.Response(
+            captured["status"], headers=captured["headers"], stream=stream, request=request
+        )
+
+
+class _Closing:
+    def __init__(self, it: Iterator[bytes], result: Any) -> None:
+        self._it = it
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._it
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+# --------------------------------------------------------------------------
+# ASGI
+# --------------------------------------------------------------------------
+
+
+class _ASGIStream(httpx.SyncByteStream):
+    def __init__(self, messages: queue.Queue[Any], done: threading.Event) -> None:
+        self._messages = messages
+        self._done = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            message = self._messages.get()
+            if isinstance(message, BaseException):
+                raise message
+            if message is None:  # the app returned: a cut-short body, as a server shows it
+                raise httpx.RemoteProtocolError("the app ended the response before its body")
+            if message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body:
+                    yield body
+                if not message.get("more_body", False):
+                    return
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def _rechunk(stream: Any, size: int = 65536) -> Iterator[bytes]:  # a SyncByteStream
+    """The request body in messages of at most `size` bytes, as a server sends them."""
+    for chunk in stream:
+        for i in range(0, len(chunk), size):
+            yield chunk[i : i + size]
+
+
+class ASGITransport(httpx.BaseTransport):
+    """Runs an ASGI app on a loop in a background thread, streaming its answers."""
+
+    def __init__(
+        self,
+        client: TestClient,
+        root_path: str = "",
+        addr: tuple[str, int] = ("127.0.0.1", 50000),
+    ) -> None:
+        self._client = client
+        self.root_path = root_path
+        self.addr = addr
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        portal = self._client._portal()
+        url = request.url
+        raw_path = url.raw_path
+        target, _, query = raw_path.partition(b"?")
+        path = unquote_to_bytes(target).decode("utf-8", "replace")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": url.scheme,
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode() + target,
+            "root_path": self.root_path,
+            "query_string": query,
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "client": self.addr,
+            "server": (url.host, url.port or (443 if url.scheme == "https" else 80)),
+            "state": {},
+            "extensions": {},
+        }
+        messages: queue.Queue[Any] = queue.Queue()
+        done = threading.Event()
+        body_iter = _rechunk(request.stream)
+        asgi = self._client.app.asgi
+
+        async def receive() -> dict[str, Any]:
+            chunk = next(body_iter, None)
+            while chunk is not None and not chunk:
+                chunk = next(body_iter, None)
+            if chunk is not None:
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            if not getattr(receive, "ended", False):
+                receive.ended = True  # type: ignore[attr-defined]
+                return {"type": "http.request", "body": b"", "more_body": False}
+            while not done.is_set():
+                await anyio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.put(message)
+
+        async def run() -> None:
+            try:
+                await asgi(scope, receive, send)
+            except BaseException as exc:
+                messages.put(exc)
+                raise
+            finally:
+                messages.put(None)
+
+        portal.start_task_soon(run)
+        start = messages.get()
+        if isinstance(start, BaseException):
+            raise start
+        if start is None or start["type"] != "http.response.start":
+            raise RuntimeError(f"the app sent no response start (got {start!r})")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        return httpx.Response(
+            start["status"], headers=headers, stream=_ASGIStream(messages, done), request=request
+        )
