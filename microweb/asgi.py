@@ -25,6 +25,7 @@ from ._pipeline import (
     drive_async,
     handle_error,
     match_request,
+    server_error,
     unrouted_response,
 )
 from .datastructures import Headers
@@ -291,23 +292,33 @@ class ASGIAdapter:
         )
         channel.request = request
         try:
-            leaves = match_request(app, request, segments)
-            route = request.route
-            if route is None:
-                response = unrouted_response(app, request, leaves) or await drive_async(
-                    dispatch(app, request, channel, leaves), channel
+            try:
+                leaves = match_request(app, request, segments)
+                route = request.route
+                if route is None:
+                    response = unrouted_response(app, request, leaves) or await drive_async(
+                        dispatch(app, request, channel, leaves), channel
+                    )
+                elif route.is_async and route.plain and app._hookless:
+                    # nothing but the handler runs: call it here (see _pipeline.is_direct)
+                    try:
+                        if request._declared is _UNSET:
+                            request._check_length()
+                        args, kwargs = route.arguments(request, request.path_params)
+                        response = to_response(await route.endpoint(*args, **kwargs))
+                    except Exception as exc:
+                        response = await drive_async(handle_error(app, request, exc), channel)
+                else:
+                    response = await drive_async(dispatch(app, request, channel, leaves), channel)
+            except asyncio.CancelledError as exc:
+                if _really_cancelled():
+                    raise
+                # user code awaited something that was cancelled: an error of that
+                # code (a 500, as under WSGI), not a cancellation of this request
+                logger.error(
+                    "Exception while handling %s %r", request.method, request.path, exc_info=exc
                 )
-            elif route.is_async and route.plain and app._hookless:
-                # nothing but the handler runs: call it here (see _pipeline.is_direct)
-                try:
-                    if request._declared is _UNSET:
-                        request._check_length()
-                    args, kwargs = route.arguments(request, request.path_params)
-                    response = to_response(await route.endpoint(*args, **kwargs))
-                except Exception as exc:
-                    response = await drive_async(handle_error(app, request, exc), channel)
-            else:
-                response = await drive_async(dispatch(app, request, channel, leaves), channel)
+                response = server_error(app, RuntimeError("an awaited task was cancelled"))
             response._finalize(request)
             headers, has_body = wire_headers_bytes(response)
             start = {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -393,6 +404,13 @@ class ASGIAdapter:
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _really_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (Python 3.11+ can tell)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
 
 
 async def _send_plain(send: Send, response: Response) -> None:

@@ -254,3 +254,30 @@ def test_a_detail_that_is_not_json_is_a_logged_500(
             r = client.get(path)
             assert (r.status_code, r.json()) == (500, {"detail": "Internal Server Error"})
     assert len([rec for rec in caplog.records if "not JSON" in rec.getMessage()]) == 2
+
+
+@pytest.mark.parametrize("hooked", [False, True])  # the direct path and the pipeline
+def test_awaiting_a_cancelled_task_is_a_500(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, hooked: bool
+) -> None:
+    import asyncio
+
+    app = App()
+
+    @app.get("/direct")
+    async def direct() -> None:
+        task = asyncio.ensure_future(asyncio.sleep(10))
+        task.cancel()
+        await task  # CancelledError: the task's, not this request's
+
+    if hooked:
+
+        @app.after_request
+        def noop(request: Request, response: Any) -> None:
+            return None
+
+    client = make_client(app)
+    with caplog.at_level(logging.ERROR, logger="microweb"):
+        r = client.get("/direct")
+    assert (r.status_code, r.json()) == (500, {"detail": "Internal Server Error"})
+    assert client.get("/direct").status_code == 500  # and the app keeps serving
