@@ -1,15 +1,44 @@
 """Threads and event loops: where the adapters run code of the other kind.
 
-* `WorkerPool` runs ``def`` code for the ASGI adapter. It is a plain pool of
-  threads blocking on one `queue.SimpleQueue`; measured here, one hop costs
-  about half of ``anyio.to_thread.run_sync`` (48 µs against 108 µs per call on
-  an idle loop), and the hop is most of what a ``def`` handler costs under ASGI.
+* `Job` is one sync call that a coroutine has made in another thread. It runs
+  in a copy of the coroutine's context, and what it sets there is set in the
+  coroutine's context when the coroutine resumes (`Job.wait`), so context
+  variables flow through every step of a request whatever thread runs it.
+* `WorkerPool` runs jobs for the ASGI adapter (``def`` handlers and hooks):
+  a plain pool of threads blocking on one `queue.SimpleQueue`; one hop costs
+  about half of ``anyio.to_thread.run_sync`` (48 µs against 108 µs per call
+  on an idle loop), and the hop is most of what a ``def`` handler costs.
 * `SharedLoop` is the one event loop per process that runs ``async def`` code
   under WSGI, in a background thread started lazily (and again after a fork).
   It runs as ``run_until_complete`` of a never-ending main task, so anyio sees
   a root task and reuses its worker threads.
-* `Bridge` lets that loop hand work back to the waiting WSGI thread: sync
-  steps of the pipeline and ``wsgi.input`` reads run there, never on the loop.
+* `Bridge` lets a loop hand work back to a thread that waits for one of its
+  coroutines (`call_on_loop`): sync steps of the pipeline and ``wsgi.input``
+  reads run there, never on the loop, and never need a second thread.
+
+Invariants (each is broken on purpose by a stress test in
+tests/test_concurrency_stress.py):
+
+1. Pool accounting, under `WorkerPool._lock`: every job put on the queue has
+   a thread promised to it -- an idle thread (``_idle`` counts idle threads
+   not yet promised to a job), a thread started for it, or, when the pool is
+   full, the next thread to finish a job (``_backlog``). A thread that
+   finishes a job takes a backlog promise before it counts itself idle; a
+   thread whose wait times out leaves only if an unpromised idle slot
+   exists. So ``_threads <= limit`` and no job waits while a thread idles.
+2. A job is started at most once and only if nobody cancelled it first: the
+   thread and a cancelled waiter race for its one ticket (`list.pop` is
+   atomic). A waiter cancelled after the job started waits for it to return
+   before the cancellation goes on, so a request's cleanup never runs under
+   its still-running ``def`` code (as ``anyio.to_thread.run_sync``).
+3. A bridge is served only while its thread waits. When the wait ends the
+   thread closes the bridge (under its lock, so no job is put after that) and
+   hands any job still queued to a pool; a job sent later goes to the pool
+   too. Work that outlives a request's wait (a shielded task) still runs.
+4. Context: a job's changes to its context are applied to the waiter's own
+   context when the waiter resumes, the diff taken against a snapshot made
+   when the job started; nothing is ever set in a context that another
+   request runs in.
 """
 
 from __future__ import annotations
@@ -19,6 +48,7 @@ import contextvars
 import logging
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -26,11 +56,13 @@ from typing import Any
 
 __all__ = [
     "Bridge",
+    "Job",
     "LifespanHolder",
     "SharedLoop",
     "WorkerPool",
     "call_on_loop",
     "current_bridge",
+    "running_loop",
     "shared_loop",
 ]
 
@@ -39,114 +71,221 @@ logger = logging.getLogger("microweb")
 #: Seconds an idle pool thread waits for work before it exits.
 IDLE_TIMEOUT = 10.0
 
+_MISSING: Any = object()
+Changes = list[tuple[contextvars.ContextVar[Any], Any]]
 
-def _report(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if fut.cancelled():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+
+def _changes(ctx: contextvars.Context, start: contextvars.Context) -> Changes | None:
+    """What code run in `ctx` set since `start` (a copy of it) was made, or None."""
+    if ctx == start:  # the same underlying mapping when nothing was set: O(1)
+        return None
+    return [(var, value) for var, value in ctx.items() if start.get(var, _MISSING) is not value]
+
+
+def apply_changes(changes: Changes) -> None:
+    """Set in the current context what a step run elsewhere set in its copy."""
+    for var, value in changes:
+        var.set(value)
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """The running asyncio loop; a clear error under any other async library."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    where = "outside any asyncio event loop"
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_task()
+            where = "under trio"
+        except RuntimeError:
+            pass
+    raise RuntimeError(
+        f"microweb's ASGI adapter needs an asyncio event loop, and it was called {where}: "
+        "serve app.asgi with an asyncio server (uvicorn; hypercorn with its default asyncio "
+        "worker, not -k trio), or serve app.wsgi with a WSGI server"
+    ) from None
+
+
+# --------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------
+
+
+class Job:
+    """A sync call ``fn(*args)`` that a coroutine makes in another thread.
+
+    Made on the coroutine's loop (it copies the current context), run by a
+    thread with `run`, awaited with `wait`.
+    """
+
+    __slots__ = ("args", "changes", "ctx", "done", "exc", "fn", "fut", "loop", "result", "ticket")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.ctx = contextvars.copy_context()
+        self.loop = loop = asyncio.get_running_loop()
+        self.fut: asyncio.Future[None] = loop.create_future()
+        self.ticket = [None]  # popped by whoever starts or cancels the job first
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.changes: Changes | None = None
+        self.done = False  # set on the loop once the thread has finished
+
+    def run(self) -> None:
+        """In a thread: make the call, unless the waiter was cancelled first."""
+        try:
+            self.ticket.pop()
+        except IndexError:
+            return  # cancelled before it started: never run it
+        ctx = self.ctx
+        start = ctx.copy()
+        try:
+            self.result = ctx.run(self.fn, *self.args)
+        except BaseException as exc:
+            self.exc = exc
+        self.changes = _changes(ctx, start)
+        try:
+            self.loop.call_soon_threadsafe(_finished, self)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    async def wait(self) -> Any:
+        """On the loop: the call's result (or its exception), its context changes applied.
+
+        Cancelled before the call started, the call never runs; cancelled
+        after, this waits for the call to return and then lets the
+        cancellation go on (further cancellations meanwhile are absorbed).
+        """
+        try:
+            await self.fut
+        except asyncio.CancelledError:
+            try:
+                self.ticket.pop()
+            except IndexError:  # the call runs: wait for it to return
+                while not self.done:
+                    self.fut = self.loop.create_future()
+                    try:
+                        await self.fut
+                    except asyncio.CancelledError:
+                        continue
+            raise
+        if self.changes is not None:
+            apply_changes(self.changes)
+        exc = self.exc
+        if exc is not None:
+            self.exc = None
+            try:
+                raise exc
+            finally:
+                del exc  # no frame <-> traceback cycle left behind
+        result, self.result = self.result, None
+        return result
+
+
+def _finished(job: Job) -> None:
+    job.done = True
+    fut = job.fut
+    if not fut.done():
+        fut.set_result(None)
+
+
+# --------------------------------------------------------------------------
+# The worker pool
+# --------------------------------------------------------------------------
 
 
 class WorkerPool:
-    """At most `limit` threads running sync functions for coroutines."""
+    """At most `limit` threads running jobs for coroutines (see invariant 1)."""
 
     _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, idle_timeout: float | None = None) -> None:
+        if limit < 1:
+            raise ValueError("a pool needs at least one thread")
         self.limit = limit
+        #: Seconds an idle thread waits for work before it exits.
+        self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
         self._reset()
         WorkerPool._pools.add(self)
 
     def _reset(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0  # idle threads not yet promised to a queued item
+        self._idle = 0  # idle threads not yet promised to a queued job
+        self._backlog = 0  # queued jobs promised to the next thread that finishes one
         self._threads = 0
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Start ``fn(*args)`` in a pool thread (in a copy of the current context)."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+    @property
+    def threads(self) -> int:
+        """Threads alive (busy or idle)."""
+        return self._threads
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in a pool thread and return its result (see `Job.wait`)."""
+        job = Job(fn, args)
+        self.submit(job)
+        return await job.wait()
+
+    def submit(self, job: Job) -> None:
+        """Queue `job` (from any thread), with a thread promised to it."""
         with self._lock:
             if self._idle:
                 self._idle -= 1
                 spawn = False
+            elif self._threads < self.limit:
+                self._threads += 1
+                spawn = True
             else:
-                spawn = self._threads < self.limit
-                if spawn:
-                    self._threads += 1
-        self._queue.put((loop, fut, contextvars.copy_context(), fn, args))
+                self._backlog += 1
+                spawn = False
         if spawn:
-            threading.Thread(target=self._work, name="microweb-worker", daemon=True).start()
-        return fut
+            try:
+                threading.Thread(target=self._work, name="microweb-worker", daemon=True).start()
+            except BaseException:
+                with self._lock:
+                    self._threads -= 1
+                raise
+        self._queue.put(job)
 
     def _work(self) -> None:
         q, lock = self._queue, self._lock
         while True:
             try:
-                item = q.get(timeout=IDLE_TIMEOUT)
+                job = q.get(timeout=self.idle_timeout)
             except queue.Empty:
                 with lock:
-                    if self._idle > 0:  # nobody was promised this thread: leave
+                    if self._idle > 0:  # an idle slot nobody was promised: leave
                         self._idle -= 1
                         self._threads -= 1
                         return
-                continue
-            loop, fut, ctx, fn, args = item
-            del item
-            result: Any = None
-            exc: BaseException | None = None
-            try:
-                result = ctx.run(fn, *args)
-            except BaseException as e:
-                exc = e
+                continue  # a job is promised to this thread: it is on its way
+            job.run()
+            del job
             with lock:
-                self._idle += 1
-            try:
-                loop.call_soon_threadsafe(_report, fut, result, exc)
-            except RuntimeError:  # the loop was closed meanwhile
-                pass
-            del loop, fut, ctx, fn, args, result, exc
+                if self._backlog:
+                    self._backlog -= 1  # take a queued job nobody else was promised
+                else:
+                    self._idle += 1
+
+
+# --------------------------------------------------------------------------
+# Bridges: from a loop back to the thread that waits for it
+# --------------------------------------------------------------------------
 
 
 class _Outcome:
     """The result of one coroutine run for a waiting thread."""
 
-    __slots__ = ("exc", "value")
+    __slots__ = ("changes", "exc", "value")
 
     def __init__(self) -> None:
         self.value: Any = None
         self.exc: BaseException | None = None
-
-
-class _Call:
-    """A sync call the loop asks a waiting thread to make."""
-
-    __slots__ = ("args", "ctx", "fn", "fut", "loop")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fut: asyncio.Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-    ) -> None:
-        self.loop, self.fut, self.fn, self.args = loop, fut, fn, args
-        self.ctx = contextvars.copy_context()
-
-    def run(self) -> None:
-        result: Any = None
-        exc: BaseException | None = None
-        try:
-            result = self.ctx.run(self.fn, *self.args)
-        except BaseException as e:
-            exc = e
-        try:
-            self.loop.call_soon_threadsafe(_report, self.fut, result, exc)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
+        self.changes: Changes | None = None
 
 
 class Bridge:
@@ -158,29 +297,50 @@ class Bridge:
     writes) runs in that thread, which is idle anyway, instead of needing
     another one. Each wait has a bridge of its own, so nested waits (a ``def``
     middleware's `call_next` inside an async one) never mix their outcomes.
+    Once the wait is over, work sent to the bridge goes to `fallback`.
     """
 
-    __slots__ = ("queue",)
+    __slots__ = ("_closed", "_fallback", "_lock", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: WorkerPool) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._closed = False
 
     async def call_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """From the loop: run ``fn(*args)`` in the waiting thread."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.queue.put(_Call(loop, fut, fn, args))
-        return await fut
+        """From the loop: run ``fn(*args)`` in the waiting thread (or the fallback pool)."""
+        job = Job(fn, args)
+        with self._lock:
+            queued = not self._closed
+            if queued:
+                self.queue.put(job)
+        if not queued:
+            self._fallback.submit(job)
+        return await job.wait()
 
     def wait(self, until: Any) -> None:
-        """In the waiting thread: serve calls until `until` is put on the queue."""
+        """In the waiting thread: run jobs until `until` is put on the queue."""
         q = self.queue
         while True:
             item = q.get()
             if item is until:
                 return
-            if type(item) is _Call:
+            if type(item) is Job:
                 item.run()
+
+    def close(self) -> None:
+        """In the waiting thread, when it stops waiting: later jobs go to the fallback."""
+        with self._lock:
+            self._closed = True
+        q = self.queue
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                return
+            if type(item) is Job:
+                self._fallback.submit(item)
 
 
 #: The bridge of the thread waiting for the running coroutine (None when nobody waits).
@@ -200,19 +360,22 @@ def call_on_loop(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     tasks: set[asyncio.Task[Any]],
+    fallback: WorkerPool,
 ) -> Any:
     """From a thread that may block: run ``await fn(*args, **kwargs)`` on `loop`
     and return its result, serving the coroutine's calls meanwhile (see `Bridge`).
 
-    The coroutine runs in a copy of this thread's context. A CancelledError
-    from it (microweb never cancels these tasks) comes back as a RuntimeError:
-    an error of the code, not a cancellation of this thread.
+    The coroutine runs in a copy of this thread's context; what it sets there
+    is set in this thread's context when it returns. A CancelledError from it
+    (microweb never cancels these tasks) comes back as a RuntimeError: an
+    error of the code, not a cancellation of this thread.
     """
-    bridge = Bridge()
+    bridge = Bridge(fallback)
     outcome = _Outcome()
     put = bridge.queue.put
 
     async def run() -> None:
+        start = contextvars.copy_context()
         try:
             outcome.value = await fn(*args, **kwargs)
         except asyncio.CancelledError as exc:
@@ -221,6 +384,7 @@ def call_on_loop(
         except BaseException as exc:
             outcome.exc = exc
         finally:
+            outcome.changes = _changes(contextvars.copy_context(), start)
             put(outcome)
 
     def start() -> None:
@@ -233,7 +397,12 @@ def call_on_loop(
         loop.call_soon_threadsafe(start)  # the task copies this context, bridge included
     finally:
         _bridge.reset(token)
-    bridge.wait(outcome)
+    try:
+        bridge.wait(outcome)
+    finally:
+        bridge.close()
+    if outcome.changes is not None:
+        apply_changes(outcome.changes)
     exc = outcome.exc
     if exc is not None:
         outcome.exc = None
@@ -242,6 +411,11 @@ def call_on_loop(
         finally:
             del exc  # no frame <-> traceback cycle left behind
     return outcome.value
+
+
+# --------------------------------------------------------------------------
+# Lifespan and the shared loop
+# --------------------------------------------------------------------------
 
 
 class LifespanHolder:
@@ -274,8 +448,14 @@ class LifespanHolder:
 
     async def exit(self) -> None:
         if self._task is not None and self._stop is not None:
+            task, self._task = self._task, None
             self._stop.set()
-            await self._task
+            await task
+
+
+#: Threads for sync work that async code under WSGI sends when no WSGI thread
+#: waits for it any more (work a request left running on the shared loop).
+SPARE_THREADS = 40
 
 
 class SharedLoop:
@@ -291,6 +471,7 @@ class SharedLoop:
         self.ident: int | None = None
         self._thread: threading.Thread | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.pool = WorkerPool(SPARE_THREADS)
 
     def _reset(self) -> None:  # in a forked child: the thread did not survive
         self._lock = threading.Lock()
@@ -298,6 +479,11 @@ class SharedLoop:
         self.ident = None
         self._thread = None
         self.tasks = set()
+
+    def running(self) -> bool:
+        """Whether the loop's thread is alive (it is never started by this)."""
+        thread = self._thread
+        return self.loop is not None and thread is not None and thread.is_alive()
 
     def get(self) -> asyncio.AbstractEventLoop:
         loop, thread = self.loop, self._thread
@@ -350,7 +536,7 @@ class SharedLoop:
         kwargs: dict[str, Any],
     ) -> Any:
         """From a WSGI thread: `call_on_loop` on the shared loop."""
-        return call_on_loop(self.get(), fn, args, kwargs, self.tasks)
+        return call_on_loop(self.get(), fn, args, kwargs, self.tasks, self.pool)
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.ident

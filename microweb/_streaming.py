@@ -6,11 +6,12 @@ thread is held only while a chunk is being made (a slow client, an idle
 event stream or a big file pins none, and streams never take the threads
 ``def`` handlers need).
 
-While the body streams, a watcher listens for ``http.disconnect`` and stops
-the stream when the client leaves: it starts once `receive` can only say
-that (the body was read or there is none), or when user code never touched
-the body (it then drains what is left of it). The stream's iterator is
-closed in every case, so a generator's ``finally`` runs. With a keep-alive
+While the body streams, a `Listener` owns `receive`: it listens for
+``http.disconnect`` and stops the stream when the client leaves, and keeps
+the request body chunks it receives meanwhile for the app (a generator
+that reads ``request.stream()`` gets them in order; none is lost), up to
+the app's body size limit. The stream's iterator is closed in every case,
+so a generator's ``finally`` runs. With a keep-alive
 interval (Server-Sent Events) a producer task fills a small buffer and the
 sender sends the ping when the buffer stays empty that long. A stream that
 fails half-way is logged and left incomplete, so the server drops the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,22 +40,72 @@ logger = logging.getLogger("microweb")
 _DONE = object()
 
 
-def _may_watch(channel: ASGIChannel) -> bool:
-    """True when listening for a disconnect steals no body the app still reads."""
-    if not channel.more_body:
-        return True
-    request = channel.request
-    if request is None or request._streamed:
-        return False
-    if request._consumer is None:
-        return True  # user code never touched the body: the watcher drains it
-    try:
-        declared = request.content_length
-    except HTTPException:
-        return False
-    if declared is None:
-        return request.headers.get("transfer-encoding") is None
-    return declared == 0
+class Listener:
+    """Receives a streaming request's messages: body chunks kept for the app, a
+    disconnect noted (and the stream stopped) whenever it comes.
+
+    Only one coroutine may wait on `receive`; while a response streams it is
+    this one's `run`, and the app's body reads (`ASGIChannel.read_async`)
+    take what it received. The chunks kept are bounded by the body size
+    limit: past it, reading raises 413 as it would have.
+    """
+
+    __slots__ = (
+        "_arrived",
+        "_channel",
+        "_chunks",
+        "_limit",
+        "_overflow",
+        "_received",
+        "_truncated",
+    )
+
+    def __init__(self, channel: ASGIChannel, limit: int) -> None:
+        self._channel = channel
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._received = 0
+        self._overflow = False
+        self._truncated = False
+        self._arrived = asyncio.Event()
+
+    async def run(self) -> None:
+        """Return when the client has gone."""
+        channel = self._channel
+        while True:
+            message = await channel.receive()
+            kind = message["type"]
+            if kind == "http.request":
+                body: bytes = message.get("body", b"")
+                if body:
+                    self._received += len(body)
+                    if self._received > self._limit:
+                        self._overflow = True  # the reader gets 413; keep nothing more
+                    else:
+                        self._chunks.append(body)
+                channel.more_body = message.get("more_body", False)
+                self._arrived.set()
+            elif kind == "http.disconnect":
+                if channel.more_body:
+                    self._truncated = True
+                channel.more_body = False
+                channel.disconnected = True
+                self._arrived.set()
+                return
+
+    async def read(self) -> bytes:
+        """The next body chunk (b"" at its end), as `ASGIChannel.read_async` gives it."""
+        while True:
+            if self._chunks:
+                return self._chunks.popleft()
+            if self._overflow:
+                raise HTTPException(413)
+            if self._truncated:
+                raise HTTPException(400, "The client disconnected before sending the whole body")
+            if not self._channel.more_body:
+                return b""
+            self._arrived.clear()
+            await self._arrived.wait()
 
 
 async def stream_asgi(
@@ -68,30 +120,24 @@ async def stream_asgi(
         body = _pump_keepalive(chunks, send, response.keepalive, response.keepalive_chunk)
     # Plain asyncio tasks, not a task group: cancelling a watcher through a
     # cancel scope left reference cycles (tracebacks) behind every response.
+    request = channel.request
+    limit = request.app.max_body_size if request is not None else 0
+    listener = channel.listener = Listener(channel, limit)
     pump = asyncio.ensure_future(body)
-    watcher = asyncio.ensure_future(_watch(channel)) if _may_watch(channel) else None
+    watcher = asyncio.ensure_future(listener.run())
     try:
-        if watcher is not None:
-            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done() and not pump.done():  # the client left: stop the stream
-                pump.cancel()
+        await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done() and not pump.done():  # the client left: stop the stream
+            pump.cancel()
         completed = await _finished(pump)
     finally:
         for task in (pump, watcher):
-            if task is not None and not task.done():
+            if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+        channel.listener = None
     if completed and not channel.disconnected:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _watch(channel: ASGIChannel) -> None:
-    """Return when the client has gone (drains what is left of the request body)."""
-    while True:
-        message = await channel.receive()
-        if message["type"] == "http.disconnect":
-            channel.disconnected = True
-            return
 
 
 async def _finished(task: asyncio.Future[bool]) -> bool:
@@ -162,29 +208,21 @@ async def _in_threads(
 ) -> AsyncIterator[bytes | str]:
     """A sync iterable as an async one: each ``next()`` in a pool thread.
 
-    Closed in a thread too (a generator's ``finally`` may block), after any
-    ``next()`` still running has returned: a generator cannot be closed
-    while it runs.
+    Closed in a thread too (a generator's ``finally`` may block). A
+    cancellation waits for a ``next()`` still running (`WorkerPool.run`
+    does): a generator cannot be closed while it runs.
     """
     it: Iterator[bytes | str] = iter(stream)
-    running: Any = None
     try:
         while True:
-            running = pool.run(next, it, _DONE)
-            chunk = await asyncio.shield(running)  # cancelled, it still runs to its end
-            running = None
+            chunk = await pool.run(next, it, _DONE)
             if chunk is _DONE:
                 return
             yield chunk
     finally:
-        with anyio.CancelScope(shield=True):
-            if running is not None:
-                try:
-                    await running
-                except BaseException:
-                    pass
-            close = getattr(it, "close", None)
-            if close is not None:
+        close = getattr(it, "close", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
                 try:
                     await pool.run(close)
                 except Exception:

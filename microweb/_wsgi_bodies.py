@@ -16,13 +16,14 @@ the body as if it were whole.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
 from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import Bridge, _bridge, shared_loop
+from ._concurrency import Bridge, Job, _bridge, shared_loop
 from .responses import chunk_bytes
 
 if TYPE_CHECKING:
@@ -75,24 +76,33 @@ def _release(request: Request | None) -> None:
 
 
 class SyncBody:
-    """A sync streamed body (the iterable handed to the server)."""
+    """A sync streamed body (the iterable handed to the server).
+
+    The stream runs in the request's context `ctx` (it is the request's last
+    step): what earlier steps set in context variables is seen there.
+    """
 
     def __init__(
         self,
         stream: Iterable[bytes | str],
         request: Request | None,
+        ctx: contextvars.Context,
         keepalive: float | None = None,
         ping: bytes = b"",
     ) -> None:
         self._it: Iterator[bytes | str] = iter(stream)
         self._request = request
+        self._ctx = ctx
         self._keepalive = keepalive
         self._ping = ping
         self._done = False
         if keepalive is not None:
             self._queue: queue.Queue[Any] = queue.Queue(AHEAD)
             self._stop = threading.Event()
-            threading.Thread(target=self._produce, name="microweb-stream", daemon=True).start()
+            # a copy: the server's thread may still be in `ctx` when the producer starts
+            threading.Thread(
+                target=ctx.copy().run, args=(self._produce,), name="microweb-stream", daemon=True
+            ).start()
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -100,7 +110,7 @@ class SyncBody:
     def __next__(self) -> bytes:
         if self._keepalive is None:
             try:
-                return chunk_bytes(next(self._it))
+                return chunk_bytes(self._ctx.run(next, self._it))
             except StopIteration:
                 raise
             except Exception as exc:
@@ -146,7 +156,7 @@ class SyncBody:
 
     def close(self) -> None:
         if self._keepalive is None:
-            close_iterable(self._it)
+            self._ctx.run(close_iterable, self._it)
         else:
             self._stop.set()  # the producer closes the iterator after its current chunk
         _release(self._request)
@@ -163,7 +173,8 @@ class AsyncBody:
         ping: bytes = b"",
     ) -> None:
         self._request = request
-        self._bridge = Bridge()  # chunks come through it, and the pump's calls (body reads)
+        # chunks come through this bridge, and the pump's calls (body reads)
+        self._bridge = Bridge(shared_loop.pool)
         self._keepalive = keepalive
         self._ping = ping
         self._finished = False
@@ -235,7 +246,8 @@ class AsyncBody:
                 self._finished = True
                 logger.error("Exception while streaming a response", exc_info=item.exc)
                 raise StreamAborted
-            item.run()  # a sync call from the loop (e.g. a body read)
+            if type(item) is Job:
+                item.run()  # a sync call from the loop (e.g. a body read)
 
     def close(self) -> None:
         if not self._stopped.is_set():
@@ -246,8 +258,9 @@ class AsyncBody:
                 item = q.get()
                 if item is _STOPPED:
                     break
-                if type(item) not in (bytes, _Failed) and item is not _END:
+                if type(item) is Job:
                     item.run()
+        self._bridge.close()  # calls from tasks the stream left running go to spare threads
         _release(self._request)
 
     def _cancel(self) -> None:

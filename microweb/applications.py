@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Generator
@@ -13,6 +14,7 @@ from ._pipeline import Step
 from .datastructures import State
 from .exceptions import HTTPException
 from .routing import (
+    ASYNC,
     Handler,
     Hook,
     Registrar,
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from .wsgi import WSGIAdapter
 
 __all__ = ["App"]
+
+logger = logging.getLogger("microweb")
 
 MiB = 1024 * 1024
 _NOKW: dict[str, Any] = {}
@@ -83,6 +87,8 @@ class App(Registrar):
         self._shutdown: list[Hook] = []
         #: Set once startup has run (per process); guarded by `_start_lock`.
         self._started = False
+        #: Set when startup failed (per process): requests get 500, startup is not retried.
+        self._startup_error: BaseException | None = None
         self._start_lock = threading.Lock()
 
     # ------------------------------------------------------------ entry points
@@ -276,13 +282,23 @@ class App(Registrar):
         `holder` wraps the lifespan context (an adapter's): it keeps it open in
         one task of its own, so it is entered and exited in the same task (an
         anyio task group in it works), whatever tasks startup and shutdown run in.
+        A hook that fails leaves the context again before its error goes on.
         """
+        held = None
         if self._lifespan is not None:
             held = holder(self._lifespan(self))
-            yield (held.enter, (), _NOKW, True)
-            self._lifespan_cm = held
-        for hook in self._startup:
-            yield (hook.fn, (), _NOKW, hook.kind)
+            yield (held.enter, (), _NOKW, ASYNC)
+        try:
+            for hook in self._startup:
+                yield (hook.fn, (), _NOKW, hook.kind)
+        except Exception:
+            if held is not None:
+                try:
+                    yield (held.exit, (), _NOKW, ASYNC)
+                except Exception:
+                    logger.exception("Error while leaving the lifespan after a failed startup")
+            raise
+        self._lifespan_cm = held
 
     def _shutdown_flow(self) -> Generator[Step, Any, None]:
         """Shutdown as pipeline steps: the hooks, then the lifespan context is left."""
@@ -294,7 +310,7 @@ class App(Registrar):
                 error = error or exc
         held, self._lifespan_cm = self._lifespan_cm, None
         if held is not None:
-            yield (held.exit, (), _NOKW, True)
+            yield (held.exit, (), _NOKW, ASYNC)
         if error is not None:
             raise error
 

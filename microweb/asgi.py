@@ -15,7 +15,13 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ._concurrency import LifespanHolder, WorkerPool, call_on_loop, current_bridge
+from ._concurrency import (
+    LifespanHolder,
+    WorkerPool,
+    call_on_loop,
+    current_bridge,
+    running_loop,
+)
 from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
 from ._pipeline import (
     Done,
@@ -34,6 +40,7 @@ from .requests import _UNSET, Request
 from .responses import Response, to_response, wire_headers_bytes
 
 if TYPE_CHECKING:
+    from ._streaming import Listener
     from .applications import App
 
 __all__ = ["ASGIAdapter"]
@@ -115,14 +122,16 @@ class LoopRunner:
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         # from a pool thread: the coroutine's own sync work comes back to this
         # thread (its bridge), so nested calls never wait for another pool thread
-        return call_on_loop(self._loop, fn, args, kw, _tasks)
+        return call_on_loop(self._loop, fn, args, kw, _tasks, self._pool)
 
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
         return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
 
     async def to_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking ``fn(*args)``: in the pool thread waiting for this code, if
-        one is (no second thread for nested work), else in a pool thread."""
+        one is (no second thread for nested work), else in a pool thread. In a
+        copy of this context, whose changes are set here when it returns; if
+        this is cancelled meanwhile, only after ``fn`` has returned."""
         bridge = current_bridge()
         if bridge is not None:
             return await bridge.call_in_thread(fn, *args)
@@ -136,7 +145,7 @@ _tasks: set[asyncio.Task[Any]] = set()
 class ASGIChannel(LoopRunner):
     """A request's view of its scope and `receive`; also its `Runner`."""
 
-    __slots__ = ("disconnected", "more_body", "receive", "request", "scope")
+    __slots__ = ("disconnected", "listener", "more_body", "receive", "request", "scope")
 
     protocol = "asgi"
     environ = None
@@ -154,6 +163,8 @@ class ASGIChannel(LoopRunner):
         self.more_body = True
         self.disconnected = False
         self.request: Request | None = None
+        #: While a response streams, what receives the messages (the body included).
+        self.listener: Listener | None = None
 
     # -- Channel
     def headers(self) -> Headers:
@@ -184,6 +195,8 @@ class ASGIChannel(LoopRunner):
         return (client[0], client[1]) if client else None
 
     async def read_async(self, size: int) -> bytes:
+        if self.listener is not None:
+            return await self.listener.read()
         while self.more_body:
             message = await self.receive()
             kind = message["type"]
@@ -265,6 +278,7 @@ class ASGIAdapter:
             return
         app = self.app
         if not app._started:
+            running_loop()  # a clear error under trio
             failure = await self._lazy_startup()
             if failure is not None:
                 await _send_plain(send, failure)
@@ -278,7 +292,11 @@ class ASGIAdapter:
                 path, segments, raw_path, root_path = _paths(scope)
         else:
             path, segments, raw_path, root_path = _paths(scope)
-        channel = ASGIChannel(scope, receive, self.pool, asyncio.get_running_loop())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = running_loop()  # raises the error that says what is wrong
+        channel = ASGIChannel(scope, receive, self.pool, loop)
         qs: bytes = scope.get("query_string", b"")
         request = Request(
             app,
@@ -352,13 +370,23 @@ class ASGIAdapter:
 
     # ---------------------------------------------------------------- lifespan
     async def _run_flow(self, flow: Generator[Step, Any, None]) -> None:
-        runner = LoopRunner(self.pool, asyncio.get_running_loop())
+        runner = LoopRunner(self.pool, running_loop())
         await drive_async(flow, runner)
 
     async def startup(self) -> None:
-        """Run the app's startup (raises what a hook raised)."""
-        await self._run_flow(self.app._startup_flow(LifespanHolder))
-        self.app._started = True
+        """Run the app's startup (raises what a hook raised).
+
+        A failed startup is not run again (see `WSGIAdapter.startup`).
+        """
+        app = self.app
+        if app._startup_error is not None:
+            raise RuntimeError("the application's startup failed earlier") from app._startup_error
+        try:
+            await self._run_flow(app._startup_flow(LifespanHolder))
+        except Exception as exc:
+            app._startup_error = exc
+            raise
+        app._started = True
 
     async def shutdown(self) -> None:
         """Run the app's shutdown hooks."""
@@ -372,12 +400,14 @@ class ASGIAdapter:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if not self.app._started:
+                failed_before = self.app._startup_error
+                if failed_before is not None:
+                    logger.error("Not serving the request: the application's startup failed")
+                    return server_error(self.app, failed_before)
                 try:
                     await self.startup()
                 except Exception as exc:
                     logger.error("Application startup failed", exc_info=exc)
-                    from ._pipeline import server_error
-
                     return server_error(self.app, exc)
         return None
 

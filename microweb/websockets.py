@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
+from ._concurrency import running_loop
 from ._parsers import decode_path
 from ._pipeline import Step, drive_async
 from .datastructures import Headers
@@ -263,6 +263,7 @@ async def _reject(ws: WebSocket, scope: Scope, send: Send, response: Response) -
 
 async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
     app = adapter.app
+    loop = running_loop()  # a clear error under trio
     if not app._started:
         failure = await adapter._lazy_startup()
         if failure is not None:
@@ -277,7 +278,7 @@ async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, 
     ws.path_params = params
     from .asgi import LoopRunner
 
-    runner = LoopRunner(adapter.pool, asyncio.get_running_loop())
+    runner = LoopRunner(adapter.pool, loop)
     try:
         refusal = await drive_async(_hooks_flow(ws), runner)
     except HTTPException as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import functools
 import logging
 import os
@@ -126,8 +127,8 @@ class WSGIChannel:
 
 async def _back_to_thread(fn: Callable[..., Any], *args: Any) -> Any:
     bridge = current_bridge()
-    if bridge is None:  # not code a WSGI thread waits for (a task it spawned): any thread
-        return await asyncio.to_thread(fn, *args)
+    if bridge is None:  # not code a WSGI thread waits for (a task it spawned): a spare thread
+        return await shared_loop.pool.run(fn, *args)
     return await bridge.call_in_thread(fn, *args)
 
 
@@ -240,11 +241,21 @@ class WSGIAdapter:
             )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # Each request runs in a context of its own (a copy of the server thread's):
+        # what its steps set is seen by its later steps, never by the thread's next
+        # request. Async steps run in copies on the shared loop; what they set comes
+        # back into this context when they return (see _concurrency.call_on_loop).
+        ctx = contextvars.copy_context()
+        return ctx.run(self._serve, environ, start_response, ctx)
+
+    def _serve(
+        self, environ: dict[str, Any], start_response: StartResponse, ctx: contextvars.Context
+    ) -> Iterable[bytes]:
         app = self.app
         if not app._started:
             failure = self.startup()
             if failure is not None:
-                return self._respond(failure, environ, start_response, None)
+                return self._respond(failure, environ, start_response, None, ctx)
         path = environ.get("PATH_INFO") or "/"
         if "RAW_URI" in environ or "REQUEST_URI" in environ or not PLAIN_PATH.issuperset(path):
             path, segments, raw_path = _paths(environ)
@@ -278,7 +289,7 @@ class WSGIAdapter:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:
             response = drive_sync(dispatch(app, request, channel, leaves), channel.call_async)
-        return self._respond(response, environ, start_response, request)
+        return self._respond(response, environ, start_response, request, ctx)
 
     def _respond(
         self,
@@ -286,6 +297,7 @@ class WSGIAdapter:
         environ: dict[str, Any],
         start_response: StartResponse,
         request: Request | None,
+        ctx: contextvars.Context,
     ) -> Iterable[bytes]:
         if request is not None:
             response._finalize(request)
@@ -313,33 +325,42 @@ class WSGIAdapter:
             if request is not None and request._form is not None:
                 request._close()
             return wrapper(open(response.path, "rb"), response.chunk_size)  # type: ignore[no-any-return]
-        return SyncBody(stream, request, response.keepalive, response.keepalive_chunk)
+        return SyncBody(stream, request, ctx, response.keepalive, response.keepalive_chunk)
 
     # ---------------------------------------------------------------- lifespan
     def startup(self) -> Response | None:
-        """Run the app's startup once per process (thread-safe); a 500 if it fails."""
+        """Run the app's startup once per process (thread-safe); a 500 if it fails.
+
+        A failed startup is not run again: every request gets the 500 (a
+        lifespan context entered again per request would leak what it opens).
+        """
         app = self.app
         with app._start_lock:
             if app._started:
                 return None
+            if app._startup_error is not None:
+                logger.error("Not serving the request: the application's startup failed")
+                return server_error(app, app._startup_error)
             try:
                 drive_sync(app._startup_flow(LifespanHolder), _call_async_standalone)
             except Exception as exc:
+                app._startup_error = exc
                 logger.error("Application startup failed", exc_info=exc)
                 return server_error(app, exc)
             app._started = True
             _register_exit()
         return None
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, at_exit: bool = False) -> None:
         """Run the app's shutdown hooks (at interpreter exit, or from a test client)."""
         app = self.app
         with app._start_lock:
             if not app._started:
                 return
             app._started = False
+            call_async = _call_async_at_exit if at_exit else _call_async_standalone
             try:
-                drive_sync(app._shutdown_flow(), _call_async_standalone)
+                drive_sync(app._shutdown_flow(), call_async)
             except Exception as exc:
                 logger.error("Application shutdown failed", exc_info=exc)
 
@@ -348,6 +369,21 @@ def _call_async_standalone(
     fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
 ) -> Any:
     return shared_loop.call(fn, args, kw)
+
+
+def _call_async_at_exit(fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """`_call_async_standalone` at interpreter exit, where Python 3.12+ refuses to
+    start threads: the shared loop if it runs, else a loop of its own in this thread."""
+    if shared_loop.running():
+        return shared_loop.call(fn, args, kw)
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(fn(*args, **kw))
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 # ------------------------------------------------------------------ processes
@@ -366,13 +402,14 @@ def _register_exit() -> None:
 def _shutdown_all() -> None:
     for app in list(_apps):
         if app._started:
-            app.wsgi.shutdown()
+            app.wsgi.shutdown(at_exit=True)
 
 
 def _after_fork_in_child() -> None:
     # startup state does not cross a fork: each worker runs its own startup
     for app in list(_apps):
         app._started = False
+        app._startup_error = None
         app._start_lock = threading.Lock()
 
 
