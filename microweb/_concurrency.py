@@ -203,12 +203,12 @@ class WorkerPool:
 
     _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
-    def __init__(self, limit: int, idle_timeout: float | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("a pool needs at least one thread")
         self.limit = limit
-        #: Seconds an idle thread waits for work before it exits.
-        self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+        #: Seconds an idle thread waits for work before it exits (tests make it short).
+        self.idle_timeout = IDLE_TIMEOUT
         self._reset()
         WorkerPool._pools.add(self)
 

@@ -71,7 +71,13 @@ def test_gunicorn_with_several_workers() -> None:
     args = [MICROWEB, "run", "examples.hello:app", "--server", "gunicorn", "--workers", "2"]
     with running(args) as (url, process):
         assert httpx.get(url + "/").text == "Hello, World!"
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        # gunicorn forks its workers one after another, some ms apart: the
+        # first may serve before the second exists, so wait for both.
+        children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        deadline = time.monotonic() + 30
+        while len(children := children_file.read_text().split()) < 2:
+            assert time.monotonic() < deadline, f"gunicorn forked {children}"
+            time.sleep(0.01)
         assert len(children) == 2
 
 

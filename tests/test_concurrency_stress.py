@@ -1,0 +1,407 @@
+"""Stress: the worker pool and the bridges under random bursts, idle timeouts,
+cancellations and work that outlives its request (_concurrency.py's invariants).
+
+Every case has a fixed seed and a bounded size; every wait has a deadline, so a
+hang fails the test instead of hanging CI. Jobs sleep a little as *work* (to
+vary the interleavings), never to wait for something else to happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from microweb import App, Request, Response, _concurrency
+from microweb._concurrency import WorkerPool
+
+from . import raw
+
+DEADLINE = 20.0  # seconds: far above what any case needs, even on a loaded machine
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """Poll `condition` (from a thread: no loop needed) until it holds or the deadline."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"still not true after {deadline} s: {what}")
+        time.sleep(0.001)
+
+
+async def await_until(condition: Callable[[], bool], what: str) -> None:
+    """`wait_until` from a coroutine (the loop goes on meanwhile)."""
+    end = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"still not true after {DEADLINE} s: {what}")
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Make pool threads made from now on leave after `seconds` idle."""
+
+    def set_timeout(seconds: float) -> None:
+        monkeypatch.setattr(_concurrency, "IDLE_TIMEOUT", seconds)
+
+    return set_timeout
+
+
+# --------------------------------------------------------------------------
+# The pool: random bursts, idle timeouts, cancellations
+# --------------------------------------------------------------------------
+
+
+class Tracker:
+    """Counts the jobs a pool runs: which started, which finished, the peak at once."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.peak_threads = 0
+        self.started: set[int] = set()
+        self.finished: set[int] = set()
+
+    def work(self, i: int, seconds: float) -> int:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.peak_threads = max(self.peak_threads, self.pool._threads)
+            self.started.add(i)
+        if seconds:
+            time.sleep(seconds)  # the job's work
+        with self.lock:
+            self.running -= 1
+            self.finished.add(i)
+        return i
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pool_under_random_bursts_idle_timeouts_and_cancellations(
+    seed: int, short_idle: Callable[[float], None]
+) -> None:
+    rng = random.Random(seed)
+    limit = rng.choice([1, 2, 3, 5])
+    short_idle(rng.choice([0.001, 0.004, 0.02]))
+    pool = WorkerPool(limit)
+    tracker = Tracker(pool)
+    cancelled_early: list[int] = []  # cancelled before their job started: must never run
+    violations: list[str] = []
+    serial = iter(range(1_000_000))
+
+    async def call(i: int, seconds: float) -> int:
+        try:
+            return await pool.run(tracker.work, i, seconds)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with tracker.lock:
+                if i in tracker.started and i not in tracker.finished:
+                    violations.append(f"job {i} was still running when its wait was cancelled")
+                if i not in tracker.started:
+                    cancelled_early.append(i)
+            raise
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(rng.randint(8, 14)):
+            tasks: dict[asyncio.Task[int], int] = {}
+            for _ in range(rng.randint(1, 3 * limit + 2)):
+                i = next(serial)
+                seconds = rng.choice([0.0, 0.0, 0.0005, 0.002])
+                tasks[asyncio.ensure_future(call(i, seconds))] = i
+                if rng.random() < 0.3:
+                    await asyncio.sleep(0)  # let some start before the rest are sent
+            for task in tasks:
+                if rng.random() < 0.25:
+                    loop.call_later(rng.choice([0.0, 0.0003, 0.001, 0.003]), task.cancel)
+            done, pending = await asyncio.wait(tasks, timeout=DEADLINE)
+            assert not pending, f"{len(pending)} calls never completed (pool hang)"
+            for task in done:
+                if not task.cancelled():
+                    assert task.result() == tasks[task]
+            if rng.random() < 0.5:  # a quiet spell: idle threads leave
+                await await_until(lambda: pool._threads == 0, "idle threads leave")
+        # quiescent: every thread idle and unpromised, nothing owed to a queued job
+        await await_until(
+            lambda: pool._idle == pool._threads and pool._backlog == 0,
+            "the pool's counts settle (idle == threads, no backlog)",
+        )
+        await await_until(lambda: pool._threads == 0, "all idle threads leave")
+        final = next(serial)
+        assert await asyncio.wait_for(call(final, 0.0), DEADLINE) == final
+
+    asyncio.run(scenario())
+    assert violations == []
+    assert tracker.peak <= limit
+    assert tracker.peak_threads <= limit
+    assert not set(cancelled_early) & tracker.started, "a job cancelled before it started ran"
+
+
+def test_a_def_request_after_a_burst_and_a_quiet_spell_is_answered(
+    short_idle: Callable[[float], None],
+) -> None:
+    # repro_1: a burst of limit + 1 requests, then the idle timeout passes with
+    # nothing to do; the pool counted one idle thread too many, and the next
+    # request was queued for a thread that no longer existed
+    short_idle(0.01)
+    limit = 4
+    app = App(thread_limit=limit)
+    gate = threading.Event()
+
+    @app.get("/slow")
+    def slow() -> str:
+        assert gate.wait(DEADLINE)
+        return "slow"
+
+    @app.get("/fast")
+    def fast() -> str:
+        return "fast"
+
+    async def scenario() -> None:
+        pool = app.asgi.pool
+        burst = [asyncio.ensure_future(raw.call_asgi(app, path="/slow")) for _ in range(limit + 1)]
+        await await_until(lambda: pool._threads == limit, "the burst fills the pool")
+        gate.set()
+        assert {a.status for a in await asyncio.gather(*burst)} == {200}
+        await await_until(lambda: pool._threads == 0, "the idle threads leave")
+        answer = await asyncio.wait_for(raw.call_asgi(app, path="/fast"), DEADLINE)
+        assert (answer.status, answer.body) == (200, b"fast")
+
+    asyncio.run(scenario())
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """The pool against a model: whatever the order of submissions, releases,
+    idle timeouts and cancellations, as many jobs run as the limit allows and
+    no job waits while a thread could take it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = 3
+        self.loop = asyncio.new_event_loop()
+        saved = _concurrency.IDLE_TIMEOUT
+        _concurrency.IDLE_TIMEOUT = 0.002
+        try:
+            self.pool = WorkerPool(self.limit)
+        finally:
+            _concurrency.IDLE_TIMEOUT = saved
+        self.lock = threading.Lock()
+        self.gates: dict[int, threading.Event] = {}
+        self.started: set[int] = set()
+        self.tasks: dict[int, asyncio.Task[int]] = {}
+        self.released: set[int] = set()  # let go (or cancelled while queued): will not block
+        self.count = 0
+
+    def job(self, i: int) -> int:
+        with self.lock:
+            self.started.add(i)
+        assert self.gates[i].wait(DEADLINE)
+        return i
+
+    async def call(self, i: int) -> int:
+        return await self.pool.run(self.job, i)  # type: ignore[no-any-return]
+
+    def spin(self, condition: Callable[[], bool], what: str) -> None:
+        end = time.monotonic() + DEADLINE
+        while not condition():
+            if time.monotonic() > end:
+                raise AssertionError(f"still not true after {DEADLINE} s: {what}")
+            self.loop.run_until_complete(asyncio.sleep(0.001))
+
+    def blocked(self) -> set[int]:
+        """Jobs started and not released: each holds a thread."""
+        with self.lock:
+            return self.started - self.released
+
+    def waiting(self) -> list[int]:
+        """Jobs submitted, not started, not cancelled."""
+        with self.lock:
+            return [i for i in self.tasks if i not in self.started and i not in self.released]
+
+    @rule(n=st.integers(1, 4))
+    def submit(self, n: int) -> None:
+        for _ in range(n):
+            i = self.count = self.count + 1
+            self.gates[i] = threading.Event()
+            self.tasks[i] = self.loop.create_task(self.call(i))
+        self.spin(lambda: True, "")  # let the loop start them
+
+    @precondition(lambda self: bool(self.blocked()))
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        i = data.draw(st.sampled_from(sorted(self.blocked())))
+        self.released.add(i)
+        self.gates[i].set()
+        self.spin(lambda: self.tasks[i].done(), f"job {i} returns once released")
+        assert self.tasks[i].result() == i
+
+    @precondition(lambda self: len(self.blocked()) == self.limit and bool(self.waiting()))
+    @rule(data=st.data())
+    def cancel_a_queued_job(self, data: st.DataObject) -> None:
+        # every thread is blocked in a job: a queued one cannot start meanwhile
+        i = data.draw(st.sampled_from(self.waiting()))
+        self.released.add(i)
+        self.tasks[i].cancel()
+        self.spin(lambda: self.tasks[i].done(), f"queued job {i} is cancelled at once")
+        assert self.tasks[i].cancelled()
+
+    @precondition(lambda self: bool(self.blocked()))
+    @rule(data=st.data())
+    def cancel_a_running_job(self, data: st.DataObject) -> None:
+        i = data.draw(st.sampled_from(sorted(self.blocked())))
+        task = self.tasks[i]
+        task.cancel()
+        for _ in range(20):
+            self.loop.run_until_complete(asyncio.sleep(0))
+        assert not task.done(), "a cancelled wait returned while its job still runs"
+        self.released.add(i)
+        self.gates[i].set()
+        self.spin(task.done, f"job {i} ends once released")
+        assert task.cancelled()
+
+    @rule()
+    def idle_spell(self) -> None:
+        busy = len(self.blocked())
+        self.spin(lambda: self.pool._threads == busy, "idle threads leave")
+
+    @invariant()
+    def as_many_run_as_the_limit_allows(self) -> None:
+        def settled() -> bool:
+            blocked, waiting = len(self.blocked()), len(self.waiting())
+            return blocked == min(self.limit, blocked + waiting)
+
+        self.spin(settled, "queued jobs start while threads are free")
+        assert len(self.blocked()) <= self.limit
+        assert self.pool._threads <= self.limit
+
+    def teardown(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+        for task in self.tasks.values():
+            task.cancel()
+        self.spin(lambda: all(t.done() for t in self.tasks.values()), "every job ends")
+        self.loop.close()
+
+
+TestPoolMachine = PoolMachine.TestCase
+TestPoolMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
+
+
+# --------------------------------------------------------------------------
+# Bridges: work that outlives the wait of the thread it was sent to
+# --------------------------------------------------------------------------
+
+
+class Late:
+    """What the requests of `_outliving_app` leave running."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ran: list[str] = []
+        self.gates: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.tasks: list[asyncio.Future[Response]] = []
+
+
+def _outliving_app(rng: random.Random, late: Late) -> App:
+    """An async middleware that answers at once and leaves the rest of the chain
+    running (a task of its own); that rest waits at a gate the test opens once
+    the answer is out, then runs a random mix of def and async steps."""
+    app = App()
+
+    @app.middleware
+    async def answer_now(request: Request, call_next: Any) -> Any:
+        late.tasks.append(asyncio.ensure_future(call_next(request)))
+        return {"detail": "accepted"}, 202
+
+    @app.middleware
+    async def gate(request: Request, call_next: Any) -> Response:
+        event = asyncio.Event()
+        with late.lock:
+            late.gates.append((asyncio.get_running_loop(), event))
+        await event.wait()
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    for _ in range(rng.randint(0, 2)):
+        if rng.random() < 0.5:
+
+            @app.middleware
+            def sync_layer(request: Request, call_next: Any) -> Response:
+                return call_next(request)  # type: ignore[no-any-return]
+
+        else:
+
+            @app.middleware
+            async def async_layer(request: Request, call_next: Any) -> Response:
+                await asyncio.sleep(0)
+                return await call_next(request)  # type: ignore[no-any-return]
+
+    def record(request: Request) -> str:
+        with late.lock:
+            late.ran.append(request.query_params["i"])
+        return "done"
+
+    if rng.random() < 0.5:
+        app.post("/work")(record)
+    else:
+
+        @app.post("/work")
+        async def work(request: Request) -> str:
+            await asyncio.sleep(0)
+            return record(request)
+
+    if rng.random() < 0.5:
+
+        @app.after_request
+        def mark(request: Request, response: Response) -> None:
+            response.headers["x-late"] = "1"
+
+    return app
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_work_left_running_after_the_answer_still_runs(protocol: str, seed: int) -> None:
+    # repro_11: under WSGI the late chain's def steps went to the bridge of a
+    # thread that had stopped waiting, and never ran
+    rng = random.Random(seed)
+    late = Late()
+    app = _outliving_app(rng, late)
+    n = rng.randint(2, 6)
+    expected = sorted(str(i) for i in range(n))
+
+    def open_gates() -> None:
+        gates = list(late.gates)
+        rng.shuffle(gates)
+        for loop, event in gates:
+            loop.call_soon_threadsafe(event.set)
+
+    if protocol == "wsgi":
+        for i in range(n):  # one server thread after another
+            answer = raw.call_wsgi(app, method="POST", path="/work", query=f"i={i}")
+            assert answer.status == 202
+        wait_until(lambda: len(late.gates) == n, "every late chain reached its gate")
+        open_gates()
+        wait_until(lambda: len(late.ran) == n, f"all {n} late handlers ran ({late.ran})")
+        wait_until(lambda: all(t.done() for t in late.tasks), "every late chain ended")
+    else:
+
+        async def server() -> None:  # one loop for all, as a server's
+            for i in range(n):
+                answer = await raw.call_asgi(app, method="POST", path="/work", query=f"i={i}")
+                assert answer.status == 202
+            await await_until(lambda: len(late.gates) == n, "every late chain reached its gate")
+            open_gates()
+            await asyncio.wait_for(asyncio.gather(*late.tasks), DEADLINE)
+
+        asyncio.run(server())
+    assert sorted(late.ran) == expected
+    assert [t.result().status for t in late.tasks] == [200] * n
