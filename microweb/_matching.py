@@ -9,10 +9,12 @@ app has. Fully static paths are also kept in one dict for a single lookup.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -94,7 +96,43 @@ class _FloatConverter(Converter):
         return super().match(segment)
 
     def to_url(self, value: Any) -> str:
-        return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(value)
+        # Plain decimal notation, as the regex accepts it: repr() would give
+        # "1e+20", "1e-07" or (for a str or Decimal) quotes, none of which route.
+        # Decimal(repr(f)) is the shortest text that reads back as the same float.
+        if isinstance(value, str):
+            text = value  # as given, when the regex accepts it
+        elif isinstance(value, float):
+            text = _plain_decimal(Decimal(repr(value)) if math.isfinite(value) else None)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            # (a huge int is refused before it is converted: that alone is slow)
+            text = _plain_decimal(Decimal(value) if value.bit_length() <= 512 else None)
+        elif isinstance(value, Decimal):
+            text = _plain_decimal(value)
+        else:
+            text = ""
+        if self.match(text) is _NO:  # what would not route back to this converter
+            raise ValueError(
+                f"not a value for a float path parameter: {value!r} (a non-negative int, "
+                f"float, Decimal or digits str, at most {2 * _MAX_NUMBER_DIGITS} characters "
+                "written out in plain notation)"
+            )
+        return text
+
+
+def _plain_decimal(value: Decimal | None) -> str:
+    """`value` in plain notation ("100000", "0.0000001"); "" when it has none the
+    float converter accepts (not finite, negative, or too many digits to write)."""
+    if value is None or not value.is_finite():
+        return ""
+    if value.is_zero():
+        return "0"  # -0.0 included: it is the same float as 0.0
+    # bound the digits before formatting: Decimal("1E+999999999") must not be written out
+    if value < 0 or abs(value.adjusted()) > 2 * _MAX_NUMBER_DIGITS:
+        return ""
+    if len(value.as_tuple().digits) > 2 * _MAX_NUMBER_DIGITS:
+        return ""
+    text = format(value, "f")
+    return text.rstrip("0").removesuffix(".") if "." in text else text
 
 
 class _UUIDConverter(Converter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 
@@ -340,6 +341,92 @@ def test_url_for() -> None:
         app.url_for("show_user")
     with pytest.raises(LookupError, match="show_user"):
         app.url_for("show_user", user_id=1, extra=2)
+
+
+FLOAT_VALUES = [
+    2.5,
+    3,
+    0,
+    0.0,
+    -0.0,
+    "2.5",
+    "007.50",
+    Decimal("2.5"),
+    Decimal("2.50"),
+    Decimal("1E+3"),
+    1e20,
+    1e-7,
+    0.1 + 0.2,
+    1e127,
+    1e-100,
+    2**60 + 1,
+    Decimal("0.1000000000000000055511151231257827"),
+]
+
+
+@pytest.mark.parametrize("value", FLOAT_VALUES, ids=lambda v: repr(v)[:40])
+def test_url_for_float_routes_back(make_client: MakeClient, value: object) -> None:
+    # plain decimal notation, as the converter's regex accepts it: never a repr
+    # ("'2.5'", "Decimal('2.5')") nor exponent form ("1e+20", "1e-07")
+    app = App()
+
+    @app.get("/price/{amount:float}", name="price")
+    def price(amount: float) -> str:
+        return repr(amount)
+
+    @app.get("/m/{amount:float}.json", name="mixed")
+    def mixed(amount: float) -> str:
+        return repr(amount)
+
+    client = make_client(app)
+    expected = float(value)  # type: ignore[arg-type]
+    for name in ("price", "mixed"):
+        url = app.url_for(name, amount=value)
+        written = url.split("/")[-1].removesuffix(".json")
+        assert written.replace(".", "").isdigit(), url
+        r = client.get(url)
+        assert r.status_code == 200, url
+        assert float(r.text) == expected, url  # the same float (-0.0 is 0.0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -1.5,
+        -1,
+        True,
+        False,
+        None,
+        "abc",
+        "",
+        "1e5",
+        "-2",
+        " 2",
+        "2.",
+        "0x10",
+        Decimal("NaN"),
+        Decimal("-1"),
+        Decimal("Infinity"),
+        Decimal("1E+999999999"),  # refused before it is written out
+        1e300,  # more digits than the converter matches
+        5e-324,
+        10**1000,
+        [2.5],
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+def test_url_for_float_refuses_what_cannot_route_back(value: object) -> None:
+    app = App()
+
+    @app.get("/price/{amount:float}", name="price")
+    def price(amount: float) -> str:
+        return repr(amount)
+
+    with pytest.raises(ValueError, match="float path parameter"):
+        app.url_for("price", amount=value)
 
 
 def test_duplicate_names_raise_at_registration() -> None:
