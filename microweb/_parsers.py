@@ -18,6 +18,8 @@ __all__ = [
     "parse_options_header",
     "parse_qsl",
     "quote_cookie",
+    "quote_path",
+    "strip_root_path",
 ]
 
 
@@ -211,6 +213,37 @@ def encode_path(text: str, keep_escapes: bool) -> str:
     return quote(text.encode("latin-1", "replace"), safe=safe)
 
 
+def quote_path(text: str) -> str:
+    """A decoded path (str, such as `request.root_path`) as it goes into a URL:
+    percent-encoded as UTF-8 (``/my app`` -> ``/my%20app``)."""
+    if PLAIN_PATH.issuperset(text):
+        return text
+    return quote(text, safe=_PATH_SAFE)
+
+
+def strip_root_path(raw: str, root_path: str) -> str | None:
+    """The raw (percent-encoded) path `raw` without the mount prefix `root_path`
+    (decoded), or None when `raw` is not under it.
+
+    The prefix is compared segment by segment once decoded, never as raw text:
+    servers give it encoded (``/my%20app/x``, hypercorn) or as typed
+    (``/my app/x``, uvicorn), and either must match ``/my app``.
+    """
+    ours = root_path.rstrip("/").split("/")
+    n = len(ours)
+    theirs = raw.split("/", n)  # the prefix's segments, then the rest in one piece
+    if len(theirs) < n:
+        return None
+    for mine, seg in zip(ours, theirs[:n], strict=True):
+        if seg != mine and _decode_segment(seg) != mine:
+            return None
+    return "/" + theirs[n] if len(theirs) > n else "/"
+
+
+def _decode_segment(raw: str) -> str:
+    return unquote_to_bytes(raw.encode("latin-1", "replace")).decode("utf-8", "replace")
+
+
 _QUERY_SAFE = "/?:@!$&'()*+,;=%-._~"
 #: Characters a raw query string may hold as they are (no control, space or non-ASCII).
 PLAIN_QUERY = frozenset(
@@ -235,10 +268,7 @@ def decode_path(raw: str) -> tuple[str, list[str] | None]:
     if "%" not in raw and raw.isascii():
         return raw, None
     segments = [
-        unquote_to_bytes(seg.encode("latin-1", "replace")).decode("utf-8", "replace")
-        if "%" in seg or not seg.isascii()
-        else seg
-        for seg in raw.split("/")
+        _decode_segment(seg) if "%" in seg or not seg.isascii() else seg for seg in raw.split("/")
     ]
     path = "/".join(segments)
     if any("/" in seg for seg in segments):

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._matching import allowed_methods
-from ._parsers import encode_query
+from ._parsers import encode_query, quote_path
 from .exceptions import HTTPException
 from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
@@ -304,7 +304,7 @@ def _answer_no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPExc
         if route is not None or other_leaves:
             raw = request.raw_path
             target = raw[:-1] if raw.endswith("/") else raw + "/"
-            target = request.root_path + target
+            target = quote_path(request.root_path) + target
             if target.startswith("//") or target.startswith("/\\"):
                 target = "/" + target.lstrip("/\\")  # never a scheme-relative URL
             if request.query_string:

@@ -21,6 +21,8 @@ from wsgiref.validate import validator
 import anyio
 import httpx
 
+from ._parsers import quote_path
+
 if TYPE_CHECKING:
     from .testing import TestClient
 
@@ -70,10 +72,12 @@ class WSGITransport(httpx.BaseTransport):
         body = request.read()
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": self.root_path,
+            # as a server gives them: SCRIPT_NAME decoded (Latin-1 text of its
+            # UTF-8 bytes, like PATH_INFO), the raw target percent-encoded
+            "SCRIPT_NAME": self.root_path.encode("utf-8").decode("latin-1"),
             "PATH_INFO": path_bytes.decode("latin-1"),
             "QUERY_STRING": query,
-            "RAW_URI": self.root_path + raw_path,
+            "RAW_URI": quote_path(self.root_path) + raw_path,
             "SERVER_NAME": url.host,
             "SERVER_PORT": str(url.port or (443 if url.scheme == "https" else 80)),
             "SERVER_PROTOCOL": "HTTP/1.1",
@@ -197,7 +201,7 @@ class ASGITransport(httpx.BaseTransport):
             "method": request.method,
             "scheme": url.scheme,
             "path": self.root_path + path,
-            "raw_path": self.root_path.encode() + target,
+            "raw_path": quote_path(self.root_path).encode("ascii") + target,
             "root_path": self.root_path,
             "query_string": query,
             "headers": [(k.lower(), v) for k, v in request.headers.raw],

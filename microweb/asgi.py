@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ._concurrency import (
     LifespanHolder,
@@ -22,7 +21,14 @@ from ._concurrency import (
     current_bridge,
     running_loop,
 )
-from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
+from ._parsers import (
+    PLAIN_PATH,
+    decode_path,
+    encode_path,
+    parse_content_length,
+    quote_path,
+    strip_root_path,
+)
 from ._pipeline import (
     Done,
     Step,
@@ -239,20 +245,21 @@ def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
     """(decoded path, segments with %2F or None, raw path, root path) from a scope.
 
     The raw path comes from ``raw_path`` (made plain ASCII: a server may pass
-    raw non-ASCII bytes), else from ``path`` encoded again.
+    raw non-ASCII bytes), else from ``path`` encoded again. The root path is
+    decoded text and the raw path is not, so the prefix is compared decoded.
     """
     root_path: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
     if raw is not None:
         raw_s = raw.decode("latin-1").partition("?")[0]
-        if root_path and (raw_s == root_path or raw_s.startswith(root_path + "/")):
-            raw_s = raw_s[len(root_path) :] or "/"
+        if root_path:
+            raw_s = strip_root_path(raw_s, root_path) or raw_s
         path, segments = decode_path(raw_s)
         return path, segments, encode_path(raw_s, keep_escapes=True), root_path
     path = scope["path"]
     if root_path and (path == root_path or path.startswith(root_path + "/")):
         path = path[len(root_path) :] or "/"
-    return path, None, quote(path, safe="/:@!$&'()*+,;=-._~"), root_path
+    return path, None, quote_path(path), root_path
 
 
 class ASGIAdapter:

@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._parsers import parse_cookies, parse_options_header, parse_qsl
+from ._parsers import parse_cookies, parse_options_header, parse_qsl, quote_path
 from .datastructures import FormData, Headers, QueryParams, State
 from .exceptions import HTTPException
 
@@ -107,6 +107,7 @@ class HTTPConnection:
         self.raw_path = raw_path
         #: The raw query string (Latin-1 text).
         self.query_string = query_string
+        #: The mount prefix (decoded text, as in Starlette; URLs get it encoded).
         self.root_path = root_path
         self.scheme = scheme
         self.path_params: dict[str, Any] = {}
@@ -196,15 +197,15 @@ class HTTPConnection:
         """The full URL: scheme, host, root path, path and query string."""
         u = self._url
         if u is None:
-            u = f"{self.scheme}://{self.host}{self.root_path}{self.raw_path}"
+            u = f"{self.scheme}://{self.host}{quote_path(self.root_path)}{self.raw_path}"
             if self.query_string:
                 u = f"{u}?{self.query_string}"
             self._url = u
         return u
 
     def url_for(self, name: str, /, **params: Any) -> str:
-        """The path of route `name`, under this request's root path."""
-        return self.root_path + self.app.url_for(name, **params)
+        """The path of route `name`, under this request's root path (percent-encoded)."""
+        return quote_path(self.root_path) + self.app.url_for(name, **params)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'method', '')} {self.path!r}>"

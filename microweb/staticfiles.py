@@ -15,7 +15,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from ._parsers import encode_query
+from ._parsers import encode_query, quote_path
 from .exceptions import HTTPException
 from .files import FileResponse
 from .responses import RedirectResponse, Response
@@ -73,7 +73,7 @@ class StaticFiles:
                 return FileResponse(real, stat_result=st)
             if stat.S_ISDIR(st.st_mode) and self.html:
                 if not request.path.endswith("/"):
-                    location = request.root_path + request.raw_path + "/"
+                    location = quote_path(request.root_path) + request.raw_path + "/"
                     if request.query_string:
                         location += "?" + encode_query(request.query_string)
                     return RedirectResponse(location, 308)
@@ -89,7 +89,7 @@ class StaticFiles:
     def bare(self, request: Request) -> Response:
         """The prefix without its slash: to ``{prefix}/`` when directories are served."""
         if self.html:
-            location = request.root_path + request.raw_path + "/"
+            location = quote_path(request.root_path) + request.raw_path + "/"
             return RedirectResponse(location, 308)
         return self._not_found()
 

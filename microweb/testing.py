@@ -21,6 +21,7 @@ import anyio
 import anyio.from_thread
 import httpx
 
+from ._parsers import quote_path
 from ._transports import ASGITransport, WSGITransport
 from .exceptions import WebSocketDisconnect
 
@@ -333,7 +334,7 @@ class TestClient(httpx.Client):
             "http_version": "1.1",
             "scheme": "ws",
             "path": self.root_path + unquote_to_bytes(target).decode("utf-8", "replace"),
-            "raw_path": self.root_path.encode() + target,
+            "raw_path": quote_path(self.root_path).encode("ascii") + target,
             "root_path": self.root_path,
             "query_string": query,
             "headers": hdrs,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import running_loop
-from ._parsers import decode_path
+from ._parsers import decode_path, encode_path, quote_path, strip_root_path
 from ._pipeline import Step, drive_async
 from .datastructures import Headers
 from .exceptions import HTTPException, WebSocketDisconnect
@@ -87,11 +87,15 @@ class WebSocket(HTTPConnection):
         root_path = scope.get("root_path", "")
         if raw is not None:
             raw_s = raw.decode("latin-1").partition("?")[0]
-            if root_path and raw_s.startswith(root_path):
-                raw_s = raw_s[len(root_path) :] or "/"
+            if root_path:  # (compared decoded: see asgi._paths)
+                raw_s = strip_root_path(raw_s, root_path) or raw_s
             path, _ = decode_path(raw_s)
+            raw_s = encode_path(raw_s, keep_escapes=True)
         else:
-            path = raw_s = scope["path"]
+            path = scope["path"]
+            if root_path and (path == root_path or path.startswith(root_path + "/")):
+                path = path[len(root_path) :] or "/"
+            raw_s = quote_path(path)
         qs: bytes = scope.get("query_string", b"")
         scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(
             scope.get("scheme", "ws"), "ws"

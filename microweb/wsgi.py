@@ -19,7 +19,13 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import LifespanHolder, current_bridge, shared_loop
-from ._parsers import PLAIN_PATH, decode_path, encode_path, parse_content_length
+from ._parsers import (
+    PLAIN_PATH,
+    decode_path,
+    encode_path,
+    parse_content_length,
+    strip_root_path,
+)
 from ._pipeline import (
     Done,
     Step,
@@ -209,8 +215,8 @@ def _paths(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:
         if raw.startswith(("http://", "https://")):  # absolute-form target
             raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
         script = environ.get("SCRIPT_NAME", "")
-        if script and raw.startswith(script):
-            raw = raw[len(script) :]
+        if script:  # (decoded, like PATH_INFO: compared with the raw path decoded)
+            raw = strip_root_path(raw, _decode_latin1_path(script)) or raw
         if raw == path_info and PLAIN_PATH.issuperset(raw):
             return raw, None, raw
         path, segments = decode_path(raw)
@@ -269,7 +275,7 @@ class WSGIAdapter:
             path,
             raw_path,
             environ.get("QUERY_STRING", ""),
-            environ.get("SCRIPT_NAME", ""),
+            _decode_latin1_path(environ.get("SCRIPT_NAME", "")),
             environ.get("wsgi.url_scheme", "http"),
         )
         leaves = match_request(app, request, segments)

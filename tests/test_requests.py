@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 import pytest
 
 from microweb import App, FormData, Request
 
 from .conftest import MakeClient
+from .test_security import RawRequest, asgi_scope, run_wsgi, wsgi_environ
 
 
 def test_cheap_attributes(make_client: MakeClient, protocol: str) -> None:
@@ -61,6 +66,138 @@ def test_url_under_a_root_path(make_client: MakeClient) -> None:
 
     r = make_client(app, root_path="/app").get("/x?q=1")
     assert r.json() == {"url": "http://testserver/app/x?q=1", "root_path": "/app", "path": "/x"}
+
+
+# --------------------------------------------------------------------------
+# A mount prefix that needs percent-encoding ("/my app", "/café")
+# --------------------------------------------------------------------------
+
+
+def _mounted_app(tmp_path: Path) -> App:
+    app = App()
+
+    @app.get("/items/")
+    def items() -> str:
+        return "items"
+
+    @app.get("/n/{name}", name="n")
+    def n(request: Request, name: str) -> dict[str, str]:
+        return {
+            "name": name,
+            "path": request.path,
+            "root_path": request.root_path,
+            "url": request.url,
+            "url_for": request.url_for("n", name="x y"),
+        }
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.html").write_text("docs")
+    app.static("/static", tmp_path, html=True)
+    return app
+
+
+Call = Callable[[App, str, str, str], tuple[int, dict[str, str], bytes]]
+
+
+def _wsgi_call(app: App, root: str, target: str, style: str) -> tuple[int, dict[str, str], bytes]:
+    """`target` (below the prefix, with its query) as a WSGI server mounted at `root` passes it."""
+    environ = wsgi_environ(RawRequest(target.encode()), raw_uri=False)
+    environ["SCRIPT_NAME"] = root.encode("utf-8").decode("latin-1")  # PEP 3333: bytes as text
+    if style == "waitress":  # --url-prefix: the whole target in REQUEST_URI
+        environ["REQUEST_URI"] = quote(root) + target
+    elif style == "gunicorn":
+        environ["RAW_URI"] = quote(root) + target
+    raw = run_wsgi(app, environ)
+    return raw.status, dict(raw.headers), raw.body
+
+
+def _asgi_call(app: App, root: str, target: str, style: str) -> tuple[int, dict[str, str], bytes]:
+    """`target` (below the prefix, with its query) as an ASGI server mounted at `root` passes it."""
+    below = target.partition("?")[0]
+    scope = asgi_scope(RawRequest(target.encode()))
+    scope["root_path"] = root
+    scope["path"] = root + unquote_to_bytes(below).decode("utf-8")
+    if style == "hypercorn":  # the prefix encoded, as the client sent it
+        scope["raw_path"] = quote(root).encode("ascii") + below.encode("ascii")
+    elif style == "uvicorn":  # --root-path: the prefix as typed, then the raw target
+        scope["raw_path"] = root.encode("utf-8") + below.encode("ascii")
+    else:  # no raw_path at all
+        del scope["raw_path"]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app.asgi(scope, receive, send))
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+MOUNT_STYLES = [
+    ("wsgi", "waitress"),
+    ("wsgi", "gunicorn"),
+    ("wsgi", "wsgiref"),
+    ("asgi", "hypercorn"),
+    ("asgi", "uvicorn"),
+    ("asgi", "no raw_path"),
+]
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["direct", "pipeline"])
+@pytest.mark.parametrize("root", ["/my app", "/café", "/a b/100%"])
+@pytest.mark.parametrize(("protocol", "style"), MOUNT_STYLES)
+def test_a_mount_prefix_that_needs_encoding(
+    tmp_path: Path, protocol: str, style: str, root: str, hooks: bool
+) -> None:
+    call: Call = _wsgi_call if protocol == "wsgi" else _asgi_call
+    app = _mounted_app(tmp_path)
+    if hooks:
+        app.before_request(lambda request: None)
+    prefix = quote(root)  # what every URL microweb builds must start with
+    status, _, body = call(app, root, "/n/q?a=1", style)
+    assert status == 200, body
+    assert json.loads(body) == {
+        "name": "q",
+        "path": "/n/q",
+        "root_path": root,  # the attribute stays decoded text
+        "url": f"http://testserver{prefix}/n/q?a=1",
+        "url_for": f"{prefix}/n/x%20y",
+    }
+    if style not in ("wsgiref", "no raw_path"):  # (no raw target: "%2F" is "/")
+        # an encoded "/" stays inside its segment below the prefix too
+        status, _, body = call(app, root, "/n/a%2Fb", style)
+        assert (status, json.loads(body)["name"]) == (200, "a/b")
+    # redirects built from the prefix: the trailing slash, a static directory
+    for target, location in (
+        ("/items", f"{prefix}/items/"),
+        ("/items?a=1", f"{prefix}/items/?a=1"),
+        ("/static", f"{prefix}/static/"),
+        ("/static/docs", f"{prefix}/static/docs/"),
+    ):
+        status, headers, _ = call(app, root, target, style)
+        assert (status, headers.get("location")) == (308, location), target
+
+
+def test_the_test_client_mounts_at_a_prefix_that_needs_encoding(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.get("/n/{name}", name="n")
+    def n(request: Request, name: str) -> dict[str, str]:
+        return {
+            "url": request.url,
+            "root_path": request.root_path,
+            "url_for": request.url_for("n", name=name),
+        }
+
+    r = make_client(app, root_path="/my café").get("/n/q")
+    assert r.json() == {
+        "url": "http://testserver/my%20caf%C3%A9/n/q",
+        "root_path": "/my café",
+        "url_for": "/my%20caf%C3%A9/n/q",
+    }
 
 
 def test_query_params(make_client: MakeClient) -> None:

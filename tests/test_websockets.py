@@ -80,6 +80,17 @@ def test_echo_with_path_params_and_request_attributes() -> None:
     assert seen["url"] == "ws://testserver/echo/lobby?q=1"
 
 
+def test_a_mount_prefix_that_needs_encoding() -> None:
+    app, seen = _chat_app()
+    with (
+        TestClient(app, root_path="/my app") as client,
+        client.websocket_connect("/echo/a%20b?q=1") as ws,
+    ):
+        ws.send_text("hi")
+        assert ws.receive_text() == "a b: hi"
+    assert seen["url"] == "ws://testserver/my%20app/echo/a%20b?q=1"
+
+
 def test_json_and_bytes() -> None:
     app, _ = _chat_app()
     with TestClient(app) as client:
