@@ -35,6 +35,21 @@ __all__ = ["MAX_RANGES", "FileResponse", "content_disposition", "parse_range"]
 MAX_RANGES = 10
 CHUNK_SIZE = 64 * 1024
 _MAX_DIGITS = 19  # larger than any file; int() of longer digit strings is never run
+#: What a 304 leaves out. Not Content-Location, which §15.4.5 keeps, nor the
+#: validators (ETag, Last-Modified) that guide the cache's update; and not
+#: Accept-Ranges: it says the resource takes ranges (RFC 9110 §14.3), not what
+#: this representation is, and a cache refreshing its 200 from the 304 keeps
+#: a value that agrees with it.
+_REPRESENTATION_METADATA = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "content-range",
+        "content-encoding",
+        "content-language",
+        "content-disposition",
+    }
+)
 
 
 def parse_range(header: str, size: int) -> list[tuple[int, int]] | int | None:
@@ -229,8 +244,12 @@ class FileResponse(Response):
         self.status = 304
         self.stream = None
         self.body = b""
-        keep = ("etag", "last-modified", "cache-control", "vary", "expires", "content-location")
-        self.headers._list = [kv for kv in self.headers._list if kv[0] in keep]
+        # RFC 9110 §15.4.5: a 304 drops the representation's metadata (the
+        # client's cached copy describes its body) and keeps every other field,
+        # such as the Set-Cookie of a session, X-Request-Id or CORS headers set
+        # by the handler, its hooks or middleware.
+        drop = _REPRESENTATION_METADATA
+        self.headers._list = [kv for kv in self.headers._list if kv[0] not in drop]
 
     def _set_length(self, length: int) -> None:
         self.headers["content-length"] = str(length)

@@ -14,6 +14,7 @@ import pytest
 
 from microweb import App, FileResponse, Request
 from microweb.files import parse_range
+from microweb.middleware import CORS, Sessions
 
 from .conftest import MakeClient
 
@@ -180,6 +181,65 @@ def test_conditional_requests(make_client: MakeClient, data_file: Path) -> None:
         r = client.get("/file", headers=headers)
         assert (r.status_code, len(r.content)) == (200, len(DATA)), headers
     assert client.head("/file", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_a_304_keeps_every_header_but_the_representations(
+    make_client: MakeClient, data_file: Path
+) -> None:
+    # RFC 9110 §15.4.5: Content-Type, Content-Length, Content-Encoding and the
+    # like go; Set-Cookie (a session's, the handler's, a hook's), X-Request-Id,
+    # CORS and caching headers stay -- else a session change is lost on a 304
+    app = App()
+    app.add_middleware(Sessions("secret"))
+    app.add_middleware(CORS(allow_origins=["https://a.example"]))
+
+    @app.get("/report")
+    def report(request: Request) -> FileResponse:
+        request.session["downloads"] = request.session.get("downloads", 0) + 1
+        r = FileResponse(data_file, filename="report.bin")
+        r.headers["X-Request-Id"] = "abc"
+        r.headers["Cache-Control"] = "private, max-age=60"
+        r.headers["Content-Language"] = "en"
+        r.set_cookie("direct", "1")
+        return r
+
+    @app.get("/downloads")
+    def downloads(request: Request) -> dict[str, int]:
+        return {"downloads": request.session.get("downloads", 0)}
+
+    @app.after_request
+    def stamp(request: Request, response: Any) -> None:
+        response.headers["X-Hook"] = "after"
+        response.set_cookie("hooked", "2")
+
+    client = make_client(app)
+    origin = {"Origin": "https://a.example"}
+    first = client.get("/report", headers=origin)
+    assert first.status_code == 200
+    assert "content-disposition" in first.headers and "content-language" in first.headers
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    for conditional in ({"If-None-Match": etag}, {"If-Modified-Since": modified}):
+        r = client.get("/report", headers={**origin, **conditional})
+        assert (r.status_code, r.content) == (304, b""), conditional
+        names = [k.lower() for k, _ in r.headers.multi_items()]
+        cookies = sorted(v.split("=", 1)[0] for v in r.headers.get_list("set-cookie"))
+        assert cookies == ["direct", "hooked", "session"]
+        assert r.headers["x-request-id"] == "abc"
+        assert r.headers["x-hook"] == "after"
+        assert r.headers["access-control-allow-origin"] == "https://a.example"
+        assert r.headers["cache-control"] == "private, max-age=60"
+        assert (r.headers["etag"], r.headers["last-modified"]) == (etag, modified)
+        for gone in (
+            "content-type",
+            "content-length",
+            "content-range",
+            "content-encoding",
+            "content-language",
+            "content-disposition",
+        ):
+            assert gone not in names, (gone, names)
+    # the session changes made while answering 304 reached the client
+    assert client.get("/downloads").json() == {"downloads": 3}
 
 
 def test_if_range(make_client: MakeClient, data_file: Path) -> None:
