@@ -424,9 +424,22 @@ def _from_tuple(rv: tuple[Any, ...]) -> Response:
     if status in NO_BODY_STATUSES and body is None:
         response.body = b""
     if headers:
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
-        for k, v in pairs:
-            response.headers[k] = v
+        h = response.headers
+        if isinstance(headers, Mapping):
+            for k, v in headers.items():
+                h[k] = v
+        else:
+            # a list of pairs may repeat a name (two Set-Cookie): its first
+            # field replaces what the body's conversion set (Content-Type),
+            # the later ones are added beside it
+            seen: set[str] = set()
+            for k, v in headers:
+                name = k.lower()
+                if name in seen:
+                    h.append(k, v)
+                else:
+                    seen.add(name)
+                    h[k] = v
     return response
 
 

@@ -22,6 +22,7 @@ from microweb import (
 )
 
 from .conftest import MakeClient
+from .test_security import RawRequest, run_asgi, run_wsgi, wsgi_environ
 
 
 def _returns(value: Any) -> App:
@@ -67,6 +68,49 @@ def test_none_is_204(make_client: MakeClient) -> None:
 def test_tuple_headers_are_added(make_client: MakeClient) -> None:
     r = make_client(_returns(({"e": 1}, 422, {"X-A": "b"}))).get("/")
     assert r.headers["x-a"] == "b"
+
+
+def _raw_headers(app: App, protocol: str) -> list[tuple[str, str]]:
+    """The response's header fields as the server gets them (not httpx's merged view)."""
+    req = RawRequest(b"/")
+    raw = run_wsgi(app, wsgi_environ(req)) if protocol == "wsgi" else run_asgi(app, req)
+    assert raw.status == 200, raw.body
+    return [(k.lower(), v) for k, v in raw.headers]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # a list of pairs keeps every field of a repeated name, in order
+        (
+            ("ok", 200, [("Set-Cookie", "session=abc; HttpOnly"), ("Set-Cookie", "csrf=xyz")]),
+            [("set-cookie", "session=abc; HttpOnly"), ("set-cookie", "csrf=xyz")],
+        ),
+        ((b"", 200, (("X-A", "1"), ("x-a", "2"))), [("x-a", "1"), ("x-a", "2")]),
+        # its first field of a name replaces what the conversion set
+        (
+            ("ok", 200, [("Content-Type", "text/plain"), ("Vary", "A"), ("Vary", "B")]),
+            [("content-type", "text/plain"), ("vary", "A"), ("vary", "B")],
+        ),
+        # a dict sets
+        (("ok", 200, {"X-A": "b"}), [("x-a", "b")]),
+    ],
+)
+def test_tuple_header_lists_keep_repeated_names(
+    protocol: str, value: Any, expected: list[tuple[str, str]]
+) -> None:
+    names = {k for k, _ in expected}
+    fields = [kv for kv in _raw_headers(_returns(value), protocol) if kv[0] in names]
+    assert fields == expected
+
+
+def test_tuple_headers_on_a_returned_response(protocol: str) -> None:
+    def fields(headers: Any) -> list[tuple[str, str]]:
+        value = (Response(b"", headers={"X-A": "0"}), 200, headers)
+        return [kv for kv in _raw_headers(_returns(value), protocol) if kv[0] == "x-a"]
+
+    assert fields([("X-A", "1"), ("X-A", "2")]) == [("x-a", "1"), ("x-a", "2")]
+    assert fields({"X-A": "b"}) == [("x-a", "b")]
 
 
 def test_unsupported_return_is_a_500(make_client: MakeClient) -> None:
