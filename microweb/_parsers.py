@@ -13,6 +13,7 @@ __all__ = [
     "decode_path",
     "encode_path",
     "encode_query",
+    "origin_form",
     "parse_content_length",
     "parse_cookies",
     "parse_options_header",
@@ -219,6 +220,19 @@ def quote_path(text: str) -> str:
     if PLAIN_PATH.issuperset(text):
         return text
     return quote(text, safe=_PATH_SAFE)
+
+
+def origin_form(target: str) -> str | None:
+    """The path of a request target (without its query): origin-form as it is,
+    absolute-form (``http://host/path``) without scheme and authority; None for
+    anything else (``@evil.com/x``, ``evil.com``, ``*``), which must not be routed
+    nor put after a host in a URL (``http://host@evil.com/x``)."""
+    if target.startswith("/"):
+        return target
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        return "/" + rest.partition("/")[2]
+    return None
 
 
 def strip_root_path(raw: str, root_path: str) -> str | None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Done",
+    "NotOriginForm",
     "Runner",
     "Step",
     "dispatch",
@@ -46,6 +47,7 @@ __all__ = [
     "drive_sync",
     "is_direct",
     "match_request",
+    "target_response",
     "unrouted_response",
 ]
 
@@ -188,6 +190,33 @@ def unrouted_response(app: App, request: Request, leaves: list[_Leaf]) -> Respon
     if type(exc) is _Redirect:
         return Response(b"", exc.status, exc.headers)
     return error_response(exc)
+
+
+class NotOriginForm(Exception):
+    """Raised by an adapter's path parsing: the request target is not a path."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
+def target_response(app: App, method: str, target: str) -> Response:
+    """The answer to a request whose target is not origin-form (never routed).
+
+    ``OPTIONS *`` asks about the server as a whole: 204 with every method the
+    app serves in ``Allow``. Anything else (``GET @evil.com/x``) is a 400: put
+    after the host in `request.url` or a redirect, it would name another host
+    (``http://host@evil.com/x``; SECURITY.md §8).
+    """
+    if method == "OPTIONS" and target == "*":
+        allowed = {"OPTIONS"}
+        for route in app.routes:
+            if not route.websocket:
+                allowed |= route.methods
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        return Response(b"", 204, {"Allow": ", ".join(sorted(allowed))})
+    return error_response(HTTPException(400, "The request target must be a path"))
 
 
 _NOT_FOUND: list[Response] = []

@@ -25,12 +25,14 @@ from ._parsers import (
     PLAIN_PATH,
     decode_path,
     encode_path,
+    origin_form,
     parse_content_length,
     quote_path,
     strip_root_path,
 )
 from ._pipeline import (
     Done,
+    NotOriginForm,
     Step,
     advance,
     dispatch,
@@ -38,6 +40,7 @@ from ._pipeline import (
     handle_error,
     match_request,
     server_error,
+    target_response,
     unrouted_response,
 )
 from .datastructures import Headers
@@ -247,19 +250,29 @@ def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
     The raw path comes from ``raw_path`` (made plain ASCII: a server may pass
     raw non-ASCII bytes), else from ``path`` encoded again. The root path is
     decoded text and the raw path is not, so the prefix is compared decoded.
+
+    Raises NotOriginForm for a target that is not a path: uvicorn passes
+    ``GET @evil.com/x`` through, and an h11-based server an absolute-form
+    target (``http://host/x``) verbatim, whose path is taken.
     """
     root_path: str = scope.get("root_path", "")
     raw: bytes | None = scope.get("raw_path")
     if raw is not None:
-        raw_s = raw.decode("latin-1").partition("?")[0]
+        target = raw.decode("latin-1").partition("?")[0]
+        raw_s = origin_form(target)
+        if raw_s is None:
+            raise NotOriginForm(target)
         if root_path:
             raw_s = strip_root_path(raw_s, root_path) or raw_s
         path, segments = decode_path(raw_s)
         return path, segments, encode_path(raw_s, keep_escapes=True), root_path
-    path = scope["path"]
-    if root_path and (path == root_path or path.startswith(root_path + "/")):
-        path = path[len(root_path) :] or "/"
-    return path, None, quote_path(path), root_path
+    decoded: str = scope["path"]
+    found = origin_form(decoded)
+    if found is None:
+        raise NotOriginForm(decoded)
+    if root_path and (found == root_path or found.startswith(root_path + "/")):
+        found = found[len(root_path) :] or "/"
+    return found, None, quote_path(found), root_path
 
 
 class ASGIAdapter:
@@ -291,14 +304,19 @@ class ASGIAdapter:
                 await _send_plain(send, failure)
                 return
         raw: bytes | None = scope.get("raw_path")
-        if raw is not None and not scope.get("root_path"):
-            path = raw_path = raw.decode("latin-1")
-            segments = None
-            root_path = ""
-            if not PLAIN_PATH.issuperset(path):  # %-escapes, a query, odd bytes
+        try:
+            if raw is not None and not scope.get("root_path"):
+                path = raw_path = raw.decode("latin-1")
+                segments = None
+                root_path = ""
+                # %-escapes, a query, odd bytes; not origin-form
+                if not path.startswith("/") or not PLAIN_PATH.issuperset(path):
+                    path, segments, raw_path, root_path = _paths(scope)
+            else:
                 path, segments, raw_path, root_path = _paths(scope)
-        else:
-            path, segments, raw_path, root_path = _paths(scope)
+        except NotOriginForm as exc:  # never routed, never in a URL
+            await _send_plain(send, target_response(app, scope["method"], exc.target))
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

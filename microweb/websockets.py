@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import running_loop
-from ._parsers import decode_path, encode_path, quote_path, strip_root_path
-from ._pipeline import Step, drive_async
+from ._parsers import decode_path, encode_path, origin_form, quote_path, strip_root_path
+from ._pipeline import NotOriginForm, Step, drive_async
 from .datastructures import Headers
 from .exceptions import HTTPException, WebSocketDisconnect
 from .requests import HTTPConnection
@@ -86,13 +86,19 @@ class WebSocket(HTTPConnection):
         raw = scope.get("raw_path")
         root_path = scope.get("root_path", "")
         if raw is not None:
-            raw_s = raw.decode("latin-1").partition("?")[0]
+            target = raw.decode("latin-1").partition("?")[0]
+            found = origin_form(target)
+            if found is None:  # (see asgi._paths)
+                raise NotOriginForm(target)
+            raw_s = found
             if root_path:  # (compared decoded: see asgi._paths)
                 raw_s = strip_root_path(raw_s, root_path) or raw_s
             path, _ = decode_path(raw_s)
             raw_s = encode_path(raw_s, keep_escapes=True)
         else:
             path = scope["path"]
+            if not path.startswith("/"):
+                raise NotOriginForm(path)
             if root_path and (path == root_path or path.startswith(root_path + "/")):
                 path = path[len(root_path) :] or "/"
             raw_s = quote_path(path)
@@ -273,7 +279,11 @@ async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, 
         if failure is not None:
             await send({"type": "websocket.close", "code": 1011})
             return
-    ws = WebSocket(adapter, scope, receive, send)
+    try:
+        ws = WebSocket(adapter, scope, receive, send)
+    except NotOriginForm:  # not a path: refused (403), never routed nor in a URL
+        await send({"type": "websocket.close", "code": 1008})
+        return
     route, params, _ = app._matcher.match(None, ws.path)
     if route is None:
         await ws.close()

@@ -23,11 +23,13 @@ from ._parsers import (
     PLAIN_PATH,
     decode_path,
     encode_path,
+    origin_form,
     parse_content_length,
     strip_root_path,
 )
 from ._pipeline import (
     Done,
+    NotOriginForm,
     Step,
     advance,
     dispatch,
@@ -35,6 +37,7 @@ from ._pipeline import (
     handle_error,
     match_request,
     server_error,
+    target_response,
     unrouted_response,
 )
 from ._wsgi_bodies import AsyncBody, SyncBody, close_iterable
@@ -207,13 +210,19 @@ def _paths(environ: dict[str, Any]) -> tuple[str, list[str] | None, str]:
     waitress) keeps it, so it is used when it agrees with PATH_INFO. Without
     it, the raw path is PATH_INFO encoded again. Either way the raw path is
     plain ASCII (it goes into `request.url` and redirects).
+
+    Raises NotOriginForm for a target that is not a path: waitress and wsgiref
+    pass ``GET @evil.com/x`` through as PATH_INFO ``@evil.com/x``.
     """
     path_info: str = environ.get("PATH_INFO") or "/"
+    if not path_info.startswith("/"):
+        raise NotOriginForm(path_info)
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:
-        raw = raw.partition("?")[0].partition("#")[0]
-        if raw.startswith(("http://", "https://")):  # absolute-form target
-            raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
+        target = raw.partition("?")[0].partition("#")[0]
+        raw = origin_form(target)  # (absolute-form: the path after the authority)
+        if raw is None:
+            raise NotOriginForm(target)
         script = environ.get("SCRIPT_NAME", "")
         if script:  # (decoded, like PATH_INFO: compared with the raw path decoded)
             raw = strip_root_path(raw, _decode_latin1_path(script)) or raw
@@ -263,8 +272,17 @@ class WSGIAdapter:
             if failure is not None:
                 return self._respond(failure, environ, start_response, None, ctx)
         path = environ.get("PATH_INFO") or "/"
-        if "RAW_URI" in environ or "REQUEST_URI" in environ or not PLAIN_PATH.issuperset(path):
-            path, segments, raw_path = _paths(environ)
+        if (
+            "RAW_URI" in environ
+            or "REQUEST_URI" in environ
+            or not path.startswith("/")
+            or not PLAIN_PATH.issuperset(path)
+        ):
+            try:
+                path, segments, raw_path = _paths(environ)
+            except NotOriginForm as exc:  # never routed, never in a URL
+                response = target_response(app, environ["REQUEST_METHOD"], exc.target)
+                return self._respond(response, environ, start_response, None)
         else:
             segments, raw_path = None, path
         channel = WSGIChannel(environ)

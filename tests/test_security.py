@@ -136,9 +136,13 @@ def wsgi_environ(req: RawRequest, *, raw_uri: bool = True, stream: Any = None) -
 
 
 def _validator_accepts(environ: dict[str, Any]) -> bool:
-    # wsgiref.validate asserts int(CONTENT_LENGTH) >= 0 before calling the app:
-    # a check on the server, which wsgiref's own server does not make. Such an
-    # environ goes to the bare app (which must still refuse it with a 400).
+    # wsgiref.validate asserts int(CONTENT_LENGTH) >= 0 and a PATH_INFO that
+    # starts with "/" before calling the app: checks on the server, which
+    # wsgiref's own server and waitress do not make. Such an environ goes to
+    # the bare app (which must still refuse it with a 400).
+    path_info = environ.get("PATH_INFO")
+    if path_info and not path_info.startswith("/"):
+        return False
     length = environ.get("CONTENT_LENGTH")
     if not length:
         return True
@@ -1300,6 +1304,142 @@ def test_invalid_hosts_through_the_client(make_client: MakeClient) -> None:
     for host in ["evil.com/../admin", "a b", "x@y"]:
         seen = client.get("/where", headers={"Host": host}).json()
         assert seen == {"path": "/where", "url": "http://testserver/where", "host": "testserver"}
+
+
+# --------------------------------------------------------------------------
+# Request targets that are not a path (invariant 8)
+# --------------------------------------------------------------------------
+
+
+def target_app() -> tuple[App, list[str]]:
+    """`/info` answers its URL; every URL it built is recorded."""
+    app = App()
+    urls: list[str] = []
+
+    @app.get("/info")
+    def info(request: Request) -> dict[str, Any]:
+        urls.append(request.url)
+        return {"url": request.url, "path": request.path}
+
+    @app.post("/items/")
+    def items() -> str:
+        return "items"
+
+    @app.before_request
+    def seen(request: Request) -> None:
+        urls.append(request.url)
+
+    return app, urls
+
+
+NOT_ORIGIN_FORM = [
+    b"@evil.com/info",
+    b"evil.com",
+    b"evil.com/info",
+    b"@evil.com",
+    b"*",  # only OPTIONS may ask about "*"
+    b"info",
+    b"ftp://evil.com/info",
+    b"http:evil.com/info",
+    b"%2Finfo",
+    b"\\evil.com/info",
+]
+
+
+def _targeted(app: App, req: RawRequest, via: str) -> Raw:
+    """`req` as the servers deliver its target: waitress puts it in REQUEST_URI
+    and PATH_INFO as it is; uvicorn in ``path`` and ``raw_path``."""
+    if via == "asgi":
+        return send(app, req, via)
+    environ = wsgi_environ(req, raw_uri=False)
+    if via == "wsgi-waitress":
+        environ["REQUEST_URI"] = req.target.decode("latin-1")
+    elif via == "wsgi-gunicorn":
+        environ["RAW_URI"] = req.target.decode("latin-1")
+    return run_wsgi(app, environ)
+
+
+TARGET_VIA = ("asgi", "wsgi-waitress", "wsgi-gunicorn", "wsgi-wsgiref")
+
+
+@pytest.mark.parametrize("target", NOT_ORIGIN_FORM, ids=lambda t: t.decode("latin-1"))
+@pytest.mark.parametrize("method", ["GET", "POST", "OPTIONS"])
+@pytest.mark.parametrize("via", TARGET_VIA)
+def test_a_target_that_is_not_a_path_is_400(via: str, method: str, target: bytes) -> None:
+    # GET @evil.com/info must never become http://testserver@evil.com/info
+    if method == "OPTIONS" and target == b"*":
+        return  # the one request with a target that is not a path (below)
+    if via == "wsgi-wsgiref" and target.startswith(b"%2F"):
+        return  # wsgiref passes it decoded ("/info") and no raw target: a path
+    app, urls = target_app()
+    raw = _targeted(app, RawRequest(target + b"?a=1", method), via)
+    assert_4xx(raw, 400)
+    assert raw.header("location") is None
+    assert urls == []  # never routed: no hook, no handler, no URL built
+    assert send(app, RawRequest(b"/info"), "asgi").status == 200  # and still serving
+
+
+@pytest.mark.parametrize("via", TARGET_VIA)
+def test_options_star_lists_the_apps_methods(via: str) -> None:
+    app, urls = target_app()
+    raw = _targeted(app, RawRequest(b"*", "OPTIONS"), via)
+    assert (raw.status, raw.body) == (204, b"")
+    assert raw.header("allow") == "GET, HEAD, OPTIONS, POST"
+    assert urls == []
+
+
+@pytest.mark.parametrize("via", ["asgi", "wsgi-waitress", "wsgi-gunicorn"])
+def test_an_absolute_form_target_is_routed_by_its_path(via: str) -> None:
+    # h11 (uvicorn) passes http://host/path verbatim in path and raw_path; waitress
+    # and gunicorn put the path in PATH_INFO and the target in REQUEST_URI/RAW_URI
+    app, _ = target_app()
+    target = b"http://evil.com/info?a=1"
+    if via == "asgi":
+        raw = run_asgi(app, RawRequest(target))
+    else:
+        environ = wsgi_environ(RawRequest(b"/info?a=1"), raw_uri=False)
+        environ["REQUEST_URI" if via == "wsgi-waitress" else "RAW_URI"] = target.decode()
+        raw = run_wsgi(app, environ)
+    assert raw.status == 200, raw.body
+    assert raw.json() == {"url": "http://testserver/info?a=1", "path": "/info"}
+
+
+def test_a_websocket_target_that_is_not_a_path_is_refused() -> None:
+    app = App()
+    called = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: Any) -> None:
+        called.append(websocket.url)
+        await websocket.accept()
+
+    async def go(raw_path: bytes) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": raw_path.decode(),
+            "raw_path": raw_path,
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+            "subprotocols": [],
+        }
+        messages = [{"type": "websocket.connect"}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "websocket.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app.asgi(scope, receive, send)
+        return sent
+
+    assert asyncio.run(go(b"@evil.com/ws")) == [{"type": "websocket.close", "code": 1008}]
+    assert called == []
+    assert asyncio.run(go(b"/ws"))[0]["type"] == "websocket.accept"
 
 
 # --------------------------------------------------------------------------

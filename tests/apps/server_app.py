@@ -156,3 +156,8 @@ def files(name: str) -> dict[str, str]:
 @app.get("/files/{folder}/{name}")
 def nested_file(folder: str, name: str) -> dict[str, str]:
     return {"folder": folder, "name": name}
+
+
+@app.get("/info")
+def info(request: Request) -> dict[str, str]:
+    return {"url": request.url, "path": request.path}
