@@ -83,8 +83,17 @@ class WSGIChannel:
         return EnvironHeaders(self.environ)
 
     def content_length(self) -> int | None:
-        value = self.environ.get("CONTENT_LENGTH")
-        return parse_content_length([value]) if value else None
+        env = self.environ
+        value = env.get("CONTENT_LENGTH")
+        if not value:
+            return None
+        if "HTTP_TRANSFER_ENCODING" in env and not env.get("wsgi.input_terminated"):
+            # Framed twice, and the server passed the chunks through undecoded
+            # (wsgiref; gunicorn and waitress decode them and say so with
+            # wsgi.input_terminated): read by the length, the body would be
+            # chunk syntax, and what follows it a second, smuggled request.
+            raise HTTPException(400, "A body framed by both Content-Length and Transfer-Encoding")
+        return parse_content_length([value])
 
     def server(self) -> str:
         env = self.environ

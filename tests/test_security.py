@@ -860,6 +860,58 @@ def test_an_empty_content_length_field(kind: str) -> None:
     assert seen == ["called", "body:0"]
 
 
+#: CL.TE smuggling: read by its Content-Length (4), this body is the chunk-size
+#: line, and the rest is a second request the server would then answer.
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: testserver\r\n\r\n"
+CL_TE_BODY = b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"
+
+
+def smuggling_app(kind: str) -> tuple[App, list[str]]:
+    """`body_app`, plus /smuggled (which must never answer) and an unrouted 404."""
+    app, seen = body_app(kind)
+
+    @app.get("/smuggled")
+    def smuggled() -> str:
+        seen.append("smuggled")
+        return "SMUGGLED"
+
+    return app, seen
+
+
+@KIND
+@pytest.mark.parametrize("hooks", [False, True], ids=["direct", "pipeline"])
+@pytest.mark.parametrize("target", [b"/b", b"/nowhere"])
+def test_a_body_framed_by_length_and_chunks_is_400_under_wsgi(
+    kind: str, hooks: bool, target: bytes
+) -> None:
+    # wsgiref passes Transfer-Encoding and Content-Length through and leaves the
+    # chunks undecoded (no wsgi.input_terminated): never read by the length
+    app, seen = smuggling_app(kind)
+    if hooks:
+        app.before_request(lambda request: None)
+    headers = [(b"content-length", b"4"), (b"transfer-encoding", b"chunked")]
+    environ = wsgi_environ(RawRequest(target, "POST", headers, [CL_TE_BODY]), raw_uri=False)
+    assert "wsgi.input_terminated" not in environ
+    stream = environ["wsgi.input"]
+    assert_4xx(run_wsgi(app, environ), 400)
+    assert stream.tell() == 0  # not a byte read
+    assert seen == []
+
+
+@KIND
+def test_a_decoded_chunked_body_is_read(kind: str) -> None:
+    # the control: gunicorn and waitress decode the chunks and set wsgi.input_terminated
+    app, seen = smuggling_app(kind)
+    for headers in (
+        [(b"transfer-encoding", b"chunked")],
+        [(b"content-length", b"4"), (b"transfer-encoding", b"chunked")],
+    ):
+        environ = wsgi_environ(RawRequest(b"/b", "POST", headers, [b"abcd"]))
+        environ["wsgi.input_terminated"] = True
+        assert run_wsgi(app, environ).json() == {"n": 4}
+    assert seen == ["called", "body:4"] * 2
+
+
 @KIND
 @pytest.mark.parametrize("declared", [101, 10**9, 10**17])
 def test_a_declared_body_over_the_limit_is_413_before_the_handler(
