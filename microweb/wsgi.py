@@ -291,7 +291,7 @@ class WSGIAdapter:
                 path, segments, raw_path = _paths(environ)
             except NotOriginForm as exc:  # never routed, never in a URL
                 response = target_response(app, environ["REQUEST_METHOD"], exc.target)
-                return self._respond(response, environ, start_response, None)
+                return self._respond(response, environ, start_response, None, ctx)
         else:
             segments, raw_path = None, path
         channel = WSGIChannel(environ)

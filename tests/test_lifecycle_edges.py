@@ -1,0 +1,313 @@
+"""Edges of a request's and an app's life: cancellation, failed startup, exit, trio.
+
+Each case is one the concurrency review reproduced (``../shared/repros/``):
+
+- a cancelled ASGI request whose ``def`` handler is running waits for it,
+  so the handler keeps its uploaded files (repro 10);
+- a startup hook that fails leaves the lifespan context at once, and is not
+  retried by the requests that follow (repro 5);
+- an ``async def`` shutdown hook runs at interpreter exit under WSGI even
+  where no thread can be started any more (repro 4, Python >= 3.12);
+- under a trio loop, the ASGI adapter says that it needs asyncio (repro 8).
+
+Raw calls (`tests.raw`), no test client: each case is about what the server
+sees. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from microweb import App, Request
+
+from . import raw
+from .servers import ROOT
+
+DEADLINE = 20.0  # seconds: far above what any case needs, even on a loaded machine
+PROTOCOLS = pytest.mark.parametrize("protocol", ["wsgi", "asgi"])
+
+
+# --------------------------------------------------------------------------
+# A cancelled request and its running def handler (ASGI only: WSGI servers
+# have no way to cancel a request while its handler runs)
+# --------------------------------------------------------------------------
+
+UPLOAD = (
+    b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n\r\n'
+    + b"x" * 5000
+    + b"\r\n--B--\r\n"
+)
+UPLOAD_HEADERS = [("content-type", "multipart/form-data; boundary=B")]
+
+
+def upload_app() -> tuple[App, threading.Event, threading.Event, dict[str, Any]]:
+    app = App()
+    started, release = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    @app.post("/upload")
+    def upload(request: Request) -> str:
+        f = request.form()["file"]
+        started.set()
+        assert release.wait(DEADLINE)  # e.g. a slow database write before storing the file
+        try:
+            seen["read"] = len(f.read())
+        except Exception as exc:
+            seen["error"] = repr(exc)
+            raise
+        return "stored"
+
+    return app, started, release, seen
+
+
+def test_a_cancelled_request_lets_its_running_def_handler_finish_with_its_files() -> None:
+    # a timeout middleware wrapping app.asgi, or a server shutting down, cancels
+    # the request task: like anyio.to_thread.run_sync, the cancellation takes
+    # effect when the def handler returns, and the request's cleanup (closing
+    # the upload's files) runs after it, not under it
+    app, started, release, seen = upload_app()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            raw.call_asgi(app, method="POST", path="/upload", headers=UPLOAD_HEADERS, body=UPLOAD)
+        )
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, started.wait, DEADLINE)
+        task.cancel()
+        for _ in range(50):  # many turns of the loop: the request stays in the handler
+            await asyncio.sleep(0)
+        assert not task.done()
+        release.set()
+        await asyncio.wait({task}, timeout=DEADLINE)
+        assert task.cancelled()
+
+    asyncio.run(main())
+    assert seen == {"read": 5000}
+
+
+def test_a_request_cancelled_while_waiting_for_a_thread_never_runs_its_handler() -> None:
+    app = App(thread_limit=1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    @app.get("/{name}")
+    def handler(name: str) -> str:
+        ran.append(name)
+        if name == "first":
+            assert release.wait(DEADLINE)
+        return name
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(raw.call_asgi(app, path="/first"))
+        while not ran:  # the only thread is taken
+            await asyncio.sleep(0)
+        queued = asyncio.ensure_future(raw.call_asgi(app, path="/queued"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        queued.cancel()
+        await asyncio.wait({queued}, timeout=DEADLINE)
+        assert queued.cancelled()  # at once: its handler had not started
+        await loop.run_in_executor(None, release.set)
+        assert (await asyncio.wait_for(first, DEADLINE)).body == b"first"
+        # the thread takes waiting work in order: "last" runs after "queued" would have
+        assert (await asyncio.wait_for(raw.call_asgi(app, path="/last"), DEADLINE)).body == b"last"
+
+    asyncio.run(main())
+    assert ran == ["first", "last"]
+
+
+# --------------------------------------------------------------------------
+# A failed startup
+# --------------------------------------------------------------------------
+
+
+def failing_app() -> tuple[App, dict[str, int]]:
+    counts = {"entered": 0, "exited": 0, "startup": 0, "handler": 0}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: App) -> AsyncIterator[None]:
+        counts["entered"] += 1  # e.g. app.state.pool = await create_pool()
+        try:
+            yield
+        finally:
+            counts["exited"] += 1  # await app.state.pool.close()
+
+    app = App(lifespan=lifespan)
+
+    @app.on_startup
+    def check_config() -> None:
+        counts["startup"] += 1
+        raise RuntimeError("missing setting")
+
+    @app.get("/")
+    def home() -> str:
+        counts["handler"] += 1
+        return "hi"
+
+    return app, counts
+
+
+def serve_requests(app: App, protocol: str, n: int) -> list[raw.Answer]:
+    """`n` GET / requests, as a server without lifespan events sends them
+    (every WSGI server; uvicorn --lifespan off): on one loop under ASGI."""
+    if protocol == "wsgi":
+        return [raw.call_wsgi(app) for _ in range(n)]
+
+    async def main() -> list[raw.Answer]:
+        return [await raw.call_asgi(app) for _ in range(n)]
+
+    return asyncio.run(main())
+
+
+@PROTOCOLS
+def test_a_failed_startup_leaves_the_lifespan_and_is_not_retried(protocol: str) -> None:
+    app, counts = failing_app()
+    answers = serve_requests(app, protocol, 5)
+    assert [a.status for a in answers] == [500] * 5
+    assert all(b"missing setting" not in a.body for a in answers)  # no detail to the client
+    # one lifespan context, entered once and left when the startup failed: no
+    # resource opened per request, none left open
+    assert counts == {"entered": 1, "exited": 1, "startup": 1, "handler": 0}
+
+
+def test_a_failed_startup_under_the_lifespan_protocol_leaves_the_lifespan() -> None:
+    app, counts = failing_app()
+
+    async def main() -> list[dict[str, Any]]:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.startup"})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        lifespan = asyncio.ensure_future(app.asgi({"type": "lifespan"}, inbox.get, send))
+        await asyncio.wait({lifespan}, timeout=DEADLINE)  # it returns after startup.failed
+        assert lifespan.done()
+        # the server then refuses to serve; if it served anyway, no second try
+        assert (await raw.call_asgi(app)).status == 500
+        return sent
+
+    sent = asyncio.run(main())
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "missing setting" in sent[0]["message"]
+    assert counts == {"entered": 1, "exited": 1, "startup": 1, "handler": 0}
+
+
+# --------------------------------------------------------------------------
+# Shutdown at interpreter exit (WSGI)
+# --------------------------------------------------------------------------
+
+AT_EXIT = """
+import atexit, threading
+from microweb import App
+from tests import raw
+
+app = App()
+
+@app.on_shutdown
+async def stop():
+    print("async shutdown hook ran", flush=True)
+
+@app.get("/")
+{handler}home():
+    return "hi"
+
+print(raw.call_wsgi(app).body.decode(), flush=True)
+
+def no_more_threads():
+    # what Python >= 3.12 does at interpreter shutdown; atexit runs the latest
+    # registered first, so this comes before microweb's shutdown
+    def start(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+    threading.Thread.start = start
+
+atexit.register(no_more_threads)
+"""
+
+
+@pytest.mark.parametrize("handler", ["def ", "async def "], ids=["def", "async"])
+def test_async_shutdown_hooks_run_at_exit_when_no_thread_can_start(handler: str) -> None:
+    # a def-only app never started the shared loop's thread, and at exit none can start
+    script = textwrap.dedent(AT_EXIT).format(handler=handler)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["hi", "async shutdown hook ran"], out.stderr
+
+
+# --------------------------------------------------------------------------
+# Under trio (hypercorn -k trio): a clear error
+# --------------------------------------------------------------------------
+
+
+def trio_app() -> App:
+    app = App()
+
+    @app.get("/")
+    async def home() -> str:
+        return "hi"
+
+    return app
+
+
+def test_an_http_request_under_trio_says_asyncio_is_needed() -> None:
+    app = trio_app()
+    errors: list[BaseException] = []
+
+    async def http() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise AssertionError(f"nothing should be sent: {message}")
+
+        try:
+            await app.asgi(raw.scope(), receive, send)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    trio.run(http)
+    assert len(errors) == 1
+    message = str(errors[0])
+    assert "asyncio" in message and "under trio" in message, message
+
+
+def test_a_lifespan_under_trio_fails_its_startup_saying_asyncio_is_needed() -> None:
+    app = trio_app()
+    sent: list[dict[str, Any]] = []
+
+    async def lifespan() -> None:
+        messages = [{"type": "lifespan.startup"}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        with trio.move_on_after(DEADLINE):
+            await app.asgi({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+    trio.run(lifespan)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "asyncio" in sent[0]["message"] and "trio" in sent[0]["message"]
