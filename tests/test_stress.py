@@ -14,12 +14,12 @@ the run. What is checked:
 2. request bodies: random bytes, sent with Content-Length or chunked, read
    every way (``body()``, ``json()``, ``stream()`` in the handler or in a
    streamed response's generator) after hooks that may read them too, come
-   back whole, through the test client and through a real uvicorn;
-3. work an async middleware lets outlive its request (``asyncio.shield`` with
-   a deadline) still runs, once; a cancelled ASGI request leaves a ``def``
-   handler that is still running its uploaded files;
-4. a hypothesis state machine sends random sequences of requests to one app
-   from one long-lived thread and checks the same invariants.
+   back whole, through the test client, through a real uvicorn and through
+   a queue-based ``receive`` (as hypercorn's).
+
+The worker pool itself (bursts, idle timeouts, cancellations, a hypothesis
+state machine) and work that outlives its answer are in
+``tests/test_concurrency_stress.py``.
 
 The real server's app is this module's `app` (``uvicorn tests.test_stress:app.asgi``).
 """
@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import json
 import queue
 import random
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,9 +41,6 @@ from typing import Any, TypeVar
 import h11
 import httpx
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from microweb import App, Request, Response, StreamingResponse
 from microweb.testing import TestClient
