@@ -69,7 +69,17 @@ def _filename_star(value: str) -> str:
 
 
 class _Part:
-    __slots__ = ("charset", "content_type", "file", "filename", "headers", "name", "size", "text")
+    __slots__ = (
+        "charset",
+        "content_type",
+        "file",
+        "filename",
+        "headers",
+        "lead",
+        "name",
+        "size",
+        "text",
+    )
 
     def __init__(self, segment: multipart.MultipartSegment, is_file: bool) -> None:
         self.name: str = segment.name or ""
@@ -80,6 +90,8 @@ class _Part:
         self.file: IO[bytes] | None = UploadFile.spooled(SPOOL_THRESHOLD) if is_file else None
         self.text: list[bytes] | None = None if is_file else []
         self.size = 0
+        #: The body's first bytes, until there are enough to compare with the delimiter.
+        self.lead: bytes | None = b""
 
 
 class MultipartReader:
@@ -209,6 +221,8 @@ class MultipartReader:
         if isinstance(event, bytes | bytearray):
             part = self.part
             assert part is not None
+            if part.lead is not None:
+                self._check_lead(part, event)
             part.size += len(event)
             if part.text is None:
                 return bytes(event)
@@ -218,6 +232,24 @@ class MultipartReader:
             return None
         self._start_part(event)
         return None
+
+    def _check_lead(self, part: _Part, data: bytes | bytearray) -> None:
+        """Refuse a part whose body starts with the delimiter.
+
+        ``name="a"\r\n\r\n--B\r\n...``: the part ends right after its headers
+        with no CRLF before the next delimiter. By RFC 2046 that delimiter and
+        the whole next part are then the body of this one; Werkzeug reads an
+        empty field and a next part. Two readings of one body are how a field
+        gets past one parser and into another: 400.
+        """
+        delimiter = self.delimiter
+        lead = (part.lead or b"") + bytes(data[: len(delimiter)])
+        if not delimiter.startswith(lead[: len(delimiter)]):
+            part.lead = None  # differs already: an ordinary body
+        elif len(lead) >= len(delimiter):
+            raise HTTPException(400, "A multipart part ends right after its headers")
+        else:
+            part.lead = lead
 
     def _start_part(self, segment: multipart.MultipartSegment) -> None:
         dispositions = [v for k, v in segment.headerlist if k == "Content-Disposition"]
