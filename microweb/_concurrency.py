@@ -54,6 +54,8 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio
+
 __all__ = [
     "Bridge",
     "Job",
@@ -76,10 +78,14 @@ Changes = list[tuple[contextvars.ContextVar[Any], Any]]
 
 
 def _changes(ctx: contextvars.Context, start: contextvars.Context) -> Changes | None:
-    """What code run in `ctx` set since `start` (a copy of it) was made, or None."""
-    if ctx == start:  # the same underlying mapping when nothing was set: O(1)
-        return None
-    return [(var, value) for var, value in ctx.items() if start.get(var, _MISSING) is not value]
+    """What code run in `ctx` set since `start` (a copy of it) was made, or None.
+
+    By identity, never with ``==``: a value's ``__eq__`` may raise or return
+    an array (numpy, SQLAlchemy), and a new value equal to the old one (`True`
+    for `1`) is still a change.
+    """
+    changes = [(var, value) for var, value in ctx.items() if start.get(var, _MISSING) is not value]
+    return changes or None
 
 
 def apply_changes(changes: Changes) -> None:
@@ -136,18 +142,33 @@ class Job:
         self.done = False  # set on the loop once the thread has finished
 
     def run(self) -> None:
-        """In a thread: make the call, unless the waiter was cancelled first."""
+        """In a thread: make the call (unless the waiter was cancelled first) and report."""
+        if self.call():
+            self.report()
+
+    def call(self) -> bool:
+        """Make the call unless the waiter was cancelled first; whether it was made.
+
+        Never raises: what the call raises is kept for the waiter.
+        """
         try:
             self.ticket.pop()
         except IndexError:
-            return  # cancelled before it started: never run it
+            return False  # cancelled before it started: never run it
         ctx = self.ctx
         start = ctx.copy()
         try:
             self.result = ctx.run(self.fn, *self.args)
         except BaseException as exc:
             self.exc = exc
-        self.changes = _changes(ctx, start)
+        try:
+            self.changes = _changes(ctx, start)
+        except BaseException as exc:  # MemoryError, say: the waiter must still hear
+            self.exc = exc
+        return True
+
+    def report(self) -> None:
+        """Wake the waiter (from the thread that made the call)."""
         try:
             self.loop.call_soon_threadsafe(_finished, self)
         except RuntimeError:  # the loop is closed: nobody waits any more
@@ -166,12 +187,16 @@ class Job:
             try:
                 self.ticket.pop()
             except IndexError:  # the call runs: wait for it to return
-                while not self.done:
-                    self.fut = self.loop.create_future()
-                    try:
-                        await self.fut
-                    except asyncio.CancelledError:
-                        continue
+                # shielded from anyio's cancel scopes, which cancel the task
+                # again at every turn of the loop while it stays in one (a
+                # busy loop, if each cancellation just woke this up)
+                with anyio.CancelScope(shield=True):
+                    while not self.done:
+                        self.fut = self.loop.create_future()
+                        try:
+                            await self.fut
+                        except asyncio.CancelledError:
+                            continue
             raise
         if self.changes is not None:
             apply_changes(self.changes)
@@ -263,13 +288,18 @@ class WorkerPool:
                         self._threads -= 1
                         return
                 continue  # a job is promised to this thread: it is on its way
-            job.run()
-            del job
+            made = job.call()
+            # Counted free before the waiter is woken: the waiter's next job
+            # (the next request, often) then finds this thread idle instead of
+            # starting another one.
             with lock:
                 if self._backlog:
                     self._backlog -= 1  # take a queued job nobody else was promised
                 else:
                     self._idle += 1
+            if made:
+                job.report()
+            del job
 
 
 # --------------------------------------------------------------------------
@@ -384,8 +414,10 @@ def call_on_loop(
         except BaseException as exc:
             outcome.exc = exc
         finally:
-            outcome.changes = _changes(contextvars.copy_context(), start)
-            put(outcome)
+            try:
+                outcome.changes = _changes(contextvars.copy_context(), start)
+            finally:
+                put(outcome)  # whatever happens, the thread must hear
 
     def start() -> None:
         task = loop.create_task(run())

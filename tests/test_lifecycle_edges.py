@@ -22,9 +22,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 import trio
 
@@ -311,3 +313,99 @@ def test_a_lifespan_under_trio_fails_its_startup_saying_asyncio_is_needed() -> N
     trio.run(lifespan)
     assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "asyncio" in sent[0]["message"] and "trio" in sent[0]["message"]
+
+
+# --------------------------------------------------------------------------
+# A def step inside an anyio cancel scope that is cancelled (a timeout, a task
+# group, Starlette's BaseHTTPMiddleware around app.asgi)
+# --------------------------------------------------------------------------
+
+
+def test_a_cancelled_scope_around_a_running_def_handler_does_not_spin_the_loop() -> None:
+    # anyio cancels a task again at every turn of the loop while it stays in a
+    # cancelled scope: waiting for the def handler must not wake up for each
+    app = App()
+
+    @app.get("/slow")
+    def slow() -> str:
+        threading.Event().wait(0.5)  # the work: half a second of blocking I/O
+        return "done"
+
+    async def main() -> float:
+        loop_cpu = time.thread_time()  # this thread runs the loop
+        with anyio.move_on_after(0.05):
+            await raw.call_asgi(app, path="/slow")
+        return time.thread_time() - loop_cpu
+
+    cpu = asyncio.run(main())
+    # waiting, the loop's thread uses next to no CPU; a busy loop would use
+    # most of the half second (a third of it with two other busy processes)
+    assert cpu < 0.1, f"the loop's thread used {cpu:.3f} s of CPU while the handler waited"
+
+
+# --------------------------------------------------------------------------
+# Context values that compare oddly
+# --------------------------------------------------------------------------
+
+
+def within_deadline(call: Any) -> Any:
+    """`call()` in a daemon thread: a hang fails the test instead of hanging the run."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert out, f"no answer within {DEADLINE} s (a hang, or an exception above)"
+    return out[0]
+
+
+class Ambiguous:
+    """A value whose ``==`` raises, as a numpy array's truth value does."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+def odd_values_app() -> App:
+    import contextvars
+
+    flag: contextvars.ContextVar[object] = contextvars.ContextVar("flag")
+    array: contextvars.ContextVar[object] = contextvars.ContextVar("array")
+    app = App(thread_limit=1)
+
+    @app.middleware
+    async def set_first(request: Request, call_next: Any) -> Any:
+        flag.set(1)
+        array.set(Ambiguous())
+        return await call_next(request)
+
+    @app.get("/")
+    def handler() -> str:  # a def step: another thread, then back
+        flag.set(True)  # equal to 1, and still a change
+        array.set(Ambiguous())
+        return "ok"
+
+    @app.get("/async")
+    async def async_handler() -> str:  # under WSGI: the shared loop, then back
+        flag.set(True)
+        array.set(Ambiguous())
+        return "ok"
+
+    @app.after_request
+    async def report(request: Request, response: Any) -> None:
+        response.headers["x-flag"] = repr(flag.get())
+
+    return app
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("path", ["/", "/async"])
+def test_context_values_are_carried_by_identity_not_equality(protocol: str, path: str) -> None:
+    app = odd_values_app()
+    for _ in range(3):  # with one thread: a thread lost to the first would hang the next
+        if protocol == "wsgi":
+            answer = within_deadline(lambda: raw.call_wsgi(app, path=path))
+        else:
+            answer = within_deadline(lambda: asyncio.run(raw.call_asgi(app, path=path)))
+        assert (answer.status, answer.body, answer.header("x-flag")) == (200, b"ok", "True")
