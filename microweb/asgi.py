@@ -362,7 +362,8 @@ class ASGIAdapter:
                     "Exception while handling %s %r", request.method, request.path, exc_info=exc
                 )
                 response = server_error(app, RuntimeError("an awaited task was cancelled"))
-            response._finalize(request)
+            if response._finalizes:
+                response._finalize(request)
             headers, has_body = wire_headers_bytes(response)
             start = {"type": "http.response.start", "status": response.status, "headers": headers}
             await send(start)
@@ -430,7 +431,9 @@ class ASGIAdapter:
                     logger.error("Not serving the request: the application's startup failed")
                     return server_error(self.app, failed_before)
                 try:
-                    await self.startup()
+                    # a task: what startup sets stays in its context, seen by no
+                    # request (as when the lifespan protocol runs it)
+                    await asyncio.ensure_future(self.startup())
                 except Exception as exc:
                     logger.error("Application startup failed", exc_info=exc)
                     return server_error(self.app, exc)

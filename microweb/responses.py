@@ -115,11 +115,14 @@ class Response:
 
     #: True while `render` is Response's own (str is then simply UTF-8 encoded).
     _plain_render: ClassVar[bool] = True
+    #: True when the class overrides `_finalize` (the adapters skip the call if not).
+    _finalizes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._class_content_type = _content_type(cls.media_type)
         cls._plain_render = cls.render is Response.render
+        cls._finalizes = cls._finalize is not Response._finalize
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["WSGIAdapter"]
 
 logger = logging.getLogger("microweb")
+_copy_context = contextvars.copy_context
 
 StartResponse = Callable[..., Any]
 _STATUS_LINES: dict[int, str] = {}
@@ -269,29 +270,28 @@ class WSGIAdapter:
         # what its steps set is seen by its later steps, never by the thread's next
         # request. Async steps run in copies on the shared loop; what they set comes
         # back into this context when they return (see _concurrency.call_on_loop).
-        ctx = contextvars.copy_context()
-        return ctx.run(self._serve, environ, start_response, ctx)
-
-    def _serve(
-        self, environ: dict[str, Any], start_response: StartResponse, ctx: contextvars.Context
-    ) -> Iterable[bytes]:
-        app = self.app
-        if not app._started:
-            failure = self.startup()
+        if not self.app._started:
+            # in a context of its own: what startup sets is seen by no request
+            # (as under an ASGI server, where the lifespan is a task of its own)
+            failure = _copy_context().run(self.startup)
             if failure is not None:
-                return self._respond(failure, environ, start_response, None, ctx)
+                return self._respond(failure, environ, start_response, None)
+        return _copy_context().run(self._serve, environ, start_response)
+
+    def _serve(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        app = self.app
         path = environ.get("PATH_INFO") or "/"
         if (
             "RAW_URI" in environ
             or "REQUEST_URI" in environ
-            or not path.startswith("/")
+            or path[0] != "/"
             or not PLAIN_PATH.issuperset(path)
         ):
             try:
                 path, segments, raw_path = _paths(environ)
             except NotOriginForm as exc:  # never routed, never in a URL
                 response = target_response(app, environ["REQUEST_METHOD"], exc.target)
-                return self._respond(response, environ, start_response, None, ctx)
+                return self._respond(response, environ, start_response, None)
         else:
             segments, raw_path = None, path
         channel = WSGIChannel(environ)
@@ -302,7 +302,7 @@ class WSGIAdapter:
             path,
             raw_path,
             environ.get("QUERY_STRING", ""),
-            _decode_latin1_path(environ.get("SCRIPT_NAME", "")),
+            _decode_latin1_path(script) if (script := environ.get("SCRIPT_NAME")) else "",
             environ.get("wsgi.url_scheme", "http"),
         )
         leaves = match_request(app, request, segments)
@@ -322,7 +322,7 @@ class WSGIAdapter:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:
             response = drive_sync(dispatch(app, request, channel, leaves), channel.call_async)
-        return self._respond(response, environ, start_response, request, ctx)
+        return self._respond(response, environ, start_response, request)
 
     def _respond(
         self,
@@ -330,9 +330,8 @@ class WSGIAdapter:
         environ: dict[str, Any],
         start_response: StartResponse,
         request: Request | None,
-        ctx: contextvars.Context,
     ) -> Iterable[bytes]:
-        if request is not None:
+        if request is not None and response._finalizes:
             response._finalize(request)
         headers, has_body = wire_headers(response)
         status = response.status
@@ -358,7 +357,11 @@ class WSGIAdapter:
             if request is not None and request._form is not None:
                 request._close()
             return wrapper(open(response.path, "rb"), response.chunk_size)  # type: ignore[no-any-return]
-        return SyncBody(stream, request, ctx, response.keepalive, response.keepalive_chunk)
+        # the stream runs in a copy of the request's context (made here, in it):
+        # it sees what every step set; the server iterates it after this returns
+        return SyncBody(
+            stream, request, _copy_context(), response.keepalive, response.keepalive_chunk
+        )
 
     # ---------------------------------------------------------------- lifespan
     def startup(self) -> Response | None:

@@ -409,3 +409,23 @@ def test_context_values_are_carried_by_identity_not_equality(protocol: str, path
         else:
             answer = within_deadline(lambda: asyncio.run(raw.call_asgi(app, path=path)))
         assert (answer.status, answer.body, answer.header("x-flag")) == (200, b"ok", "True")
+
+
+@PROTOCOLS
+def test_what_startup_sets_in_the_context_is_seen_by_no_request(protocol: str) -> None:
+    # startup is not a step of the first request (under an ASGI server with the
+    # lifespan protocol it is a task of its own): every request sees the same
+    import contextvars
+
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+    app = App()
+
+    @app.on_startup
+    async def start() -> None:
+        seen.set("set by startup")
+
+    @app.get("/")
+    def home() -> str:
+        return seen.get()
+
+    assert [a.body for a in serve_requests(app, protocol, 3)] == [b"unset"] * 3
