@@ -90,8 +90,8 @@ class _Part:
         self.file: IO[bytes] | None = UploadFile.spooled(SPOOL_THRESHOLD) if is_file else None
         self.text: list[bytes] | None = None if is_file else []
         self.size = 0
-        #: The body's first bytes, until there are enough to compare with the delimiter.
-        self.lead: bytes | None = b""
+        #: The body's last bytes (see MultipartReader._check_lead).
+        self.lead = b"\n"
 
 
 class MultipartReader:
@@ -221,8 +221,7 @@ class MultipartReader:
         if isinstance(event, bytes | bytearray):
             part = self.part
             assert part is not None
-            if part.lead is not None:
-                self._check_lead(part, event)
+            self._check_lead(part, event)
             part.size += len(event)
             if part.text is None:
                 return bytes(event)
@@ -234,22 +233,28 @@ class MultipartReader:
         return None
 
     def _check_lead(self, part: _Part, data: bytes | bytearray) -> None:
-        """Refuse a part whose body starts with the delimiter.
+        """Refuse a part whose body holds the delimiter after a bare CR or LF.
 
-        ``name="a"\r\n\r\n--B\r\n...``: the part ends right after its headers
-        with no CRLF before the next delimiter. By RFC 2046 that delimiter and
-        the whole next part are then the body of this one; Werkzeug reads an
-        empty field and a next part. Two readings of one body are how a field
-        gets past one parser and into another: 400.
+        The strict parser ends a part only at CRLF + delimiter; Werkzeug also
+        at LF or CR + delimiter, and at a delimiter right after the part's
+        headers (``name="a"\r\n\r\n--B\r\n...``). Read by the first, the
+        next part's headers are this part's body; by the second, a field the
+        first never saw. Two readings of one body are how a field gets past
+        one parser into another: 400. `part.lead` keeps the last bytes seen
+        (at first b"\n", the end of the headers) for a delimiter cut in two.
         """
         delimiter = self.delimiter
-        lead = (part.lead or b"") + bytes(data[: len(delimiter)])
-        if not delimiter.startswith(lead[: len(delimiter)]):
-            part.lead = None  # differs already: an ordinary body
-        elif len(lead) >= len(delimiter):
-            raise HTTPException(400, "A multipart part ends right after its headers")
-        else:
-            part.lead = lead
+        n = len(delimiter)
+        lead = part.lead or b""
+        seam = lead + bytes(data[:n])
+        found = b"\n" + delimiter in seam or b"\r" + delimiter in seam
+        i = data.find(delimiter, 1)
+        while i >= 0 and not found:
+            found = data[i - 1] in (10, 13)  # LF, CR
+            i = data.find(delimiter, i + 1)
+        if found:
+            raise HTTPException(400, "A multipart delimiter after a bare CR or LF in a part")
+        part.lead = bytes(data[-n:]) if len(data) >= n else (lead + bytes(data))[-n:]
 
     def _start_part(self, segment: multipart.MultipartSegment) -> None:
         dispositions = [v for k, v in segment.headerlist if k == "Content-Disposition"]

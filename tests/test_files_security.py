@@ -700,15 +700,33 @@ def test_bad_multipart_bodies(
 #: A part that ends right after its headers, with no CRLF before the next
 #: delimiter: by RFC 2046 the next part is its body, by Werkzeug an empty field
 #: and a next part. Either reading lets a field past one parser into another.
-ENDS_AFTER_HEADERS = [
-    b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n' + part(b'name="b"', b"1") + close(),
-    b'--B\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n'
+#: The same with a bare LF or CR before the delimiter, where Werkzeug ends the
+#: part and the strict parser does not.
+ENDS_AFTER_HEADERS = {
+    "field": b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n'
+    + part(b'name="b"', b"1")
+    + close(),
+    "file": b'--B\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n'
     + part(b'name="role"', b"admin")
     + close(),
-]
+    "bare-lf": b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\n'
+    + part(b'name="admin"', b"1")
+    + close(),
+    "bare-cr": b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r'
+    + part(b'name="admin"', b"1")
+    + close(),
+    "empty-then-lf": b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\n\n'
+    + part(b'name="admin"', b"1")
+    + close(),
+    "file-bare-lf": b'--B\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n\r\n'
+    + b"z" * 100_000
+    + b"\n"
+    + part(b'name="admin"', b"1")
+    + close(),
+}
 
 
-@pytest.mark.parametrize("body", ENDS_AFTER_HEADERS, ids=["field", "file"])
+@pytest.mark.parametrize("body", list(ENDS_AFTER_HEADERS.values()), ids=list(ENDS_AFTER_HEADERS))
 @pytest.mark.parametrize("chunk", [65536, 1, 3])
 def test_a_part_that_ends_right_after_its_headers_is_400(
     app: App, via: str, form_path: bytes, spooled: list[Any], body: bytes, chunk: int
@@ -719,7 +737,7 @@ def test_a_part_that_ends_right_after_its_headers_is_400(
     assert_still_serving(app, via)
 
 
-@pytest.mark.parametrize("content", [b"--", b"-", b"--A", b"--\r\n", b"x--B"])
+@pytest.mark.parametrize("content", [b"--", b"-", b"--A", b"--\r\n", b"x--B", b"\n-B", b"\r\n-"])
 def test_a_part_may_start_with_what_is_not_the_delimiter(
     app: App, via: str, form_path: bytes, content: bytes
 ) -> None:

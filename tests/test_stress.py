@@ -812,3 +812,87 @@ def test_a_body_streamed_back_through_a_queue_receive_arrives_whole(how: str, se
     finally:
         loop_thread.stop()
     assert echoed == b"".join(pieces), path
+
+
+# --------------------------------------------------------------------------
+# 3. A body the app reads slowly, or never, while its response streams (ASGI)
+# --------------------------------------------------------------------------
+
+
+def test_a_streaming_response_holds_a_bounded_part_of_a_body_it_reads_slowly_or_never() -> None:
+    from microweb._streaming import HIGH_WATER
+
+    piece = 64 * KIB
+    total = 8 * 1024 * KIB  # far more than may be held
+    app = App(max_body_size=64 * 1024 * KIB)
+    pulled = [0]  # body bytes the app took from receive()
+    consumed = [0]  # body bytes the handler's generator has read
+    held: list[int] = []  # pulled - consumed, each time the generator reads
+    go_on: list[asyncio.Event] = []
+
+    @app.post("/slow")
+    async def slow(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"started"
+            await go_on[0].wait()  # a slow reader: starts late, then reads
+            async for chunk in request.stream():
+                consumed[0] += len(chunk)
+                held.append(pulled[0] - consumed[0])
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            yield b"read %d" % consumed[0]
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.post("/never")
+    async def never(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"started"
+            await go_on[0].wait()  # never reads the body
+            yield b"done"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def main(path: str) -> bytes:
+        go_on[:] = [asyncio.Event()]
+        pulled[0] = consumed[0] = 0
+        sent = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent < total:
+                sent += piece
+                pulled[0] += piece
+                return {"type": "http.request", "body": b"x" * piece, "more_body": sent < total}
+            await asyncio.Event().wait()  # the client stays
+            raise AssertionError("unreachable")
+
+        out: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            out.append(message.get("body", b""))
+
+        s = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"transfer-encoding", b"chunked")],
+        }
+        task = asyncio.ensure_future(app.asgi(s, receive, send))
+        for _ in range(500):  # the response streams; the body arrives as fast as it can
+            await asyncio.sleep(0)
+        assert out[:2] == [b"", b"started"]
+        assert pulled[0] <= HIGH_WATER + piece, pulled[0]  # no more taken than that
+        go_on[0].set()
+        await asyncio.wait_for(task, DEADLINE)
+        return b"".join(out)
+
+    assert asyncio.run(main("/never")) == b"starteddone"
+    assert asyncio.run(main("/slow")) == b"started" + b"read %d" % total
+    assert max(held) <= HIGH_WATER + piece, max(held)  # ahead of the reader by a bound
