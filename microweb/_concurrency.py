@@ -364,11 +364,8 @@ class Bridge:
         with self._lock:
             self._closed = True
         q = self.queue
-        while True:
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                return
+        while not q.empty():  # nothing is put any more, and only this thread takes
+            item = q.get_nowait()
             if type(item) is Job:
                 self._fallback.submit(item)
 
