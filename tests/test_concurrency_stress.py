@@ -37,12 +37,14 @@ def wait_until(condition: Callable[[], bool], what: str, deadline: float = DEADL
         time.sleep(0.001)
 
 
-async def await_until(condition: Callable[[], bool], what: str) -> None:
+async def await_until(
+    condition: Callable[[], bool], what: str, state: Callable[[], str] = lambda: ""
+) -> None:
     """`wait_until` from a coroutine (the loop goes on meanwhile)."""
     end = time.monotonic() + DEADLINE
     while not condition():
         if time.monotonic() > end:
-            raise AssertionError(f"still not true after {DEADLINE} s: {what}")
+            raise AssertionError(f"still not true after {DEADLINE} s: {what} {state()}")
         await asyncio.sleep(0.001)
 
 
@@ -130,7 +132,11 @@ def test_pool_under_random_bursts_idle_timeouts_and_cancellations(
                 if not task.cancelled():
                     assert task.result() == tasks[task]
             if rng.random() < 0.5:  # a quiet spell: idle threads leave
-                await await_until(lambda: pool._threads == 0, "idle threads leave")
+                await await_until(
+                    lambda: pool._threads == 0,
+                    "idle threads leave",
+                    lambda: f"threads {pool._threads}, idle {pool._idle}, backlog {pool._backlog}",
+                )
         # quiescent: every thread idle and unpromised, nothing owed to a queued job
         await await_until(
             lambda: pool._idle == pool._threads and pool._backlog == 0,
