@@ -427,7 +427,10 @@ def call_on_loop(
     outcome = _Outcome()
     put = bridge.queue.put
 
+    started: list[bool] = []
+
     async def run() -> None:
+        started.append(True)
         start = contextvars.copy_context()
         try:
             outcome.value = await fn(*args, **kwargs)
@@ -442,10 +445,16 @@ def call_on_loop(
             finally:
                 put(outcome)  # whatever happens, the thread must hear
 
+    def ended(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not started:  # cancelled before its first step (a loop shutting down)
+            outcome.exc = RuntimeError("the coroutine was cancelled before it started")
+            put(outcome)
+
     def start() -> None:
         task = loop.create_task(run())
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(ended)
 
     token = _bridge.set(bridge)
     try:

@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("microweb")
 _DONE = object()
 
-#: Request-body bytes a `Listener` keeps unread before it stops receiving.
-HIGH_WATER = 256 * 1024
-
 
 class Listener:
     """Receives a streaming request's messages: body chunks kept for the app, a
@@ -49,18 +46,16 @@ class Listener:
 
     Only one coroutine may wait on `receive`; while a response streams it is
     this one's `run`, and the app's body reads (`ASGIChannel.read_async`)
-    take what it received. Past `HIGH_WATER` unread bytes it stops receiving
-    until the app reads (so a disconnect is then noticed only once the app
-    reads on, or the stream ends); past the body size limit, reading raises
-    413 as it would have.
+    take what it received. It never stops receiving (a disconnect must stop
+    the stream even when the app never reads the body), so what it keeps is
+    bounded by the app's body size limit, as `request.body()` is: past it,
+    nothing more is kept and reading raises 413 as it would have.
     """
 
     __slots__ = (
         "_arrived",
-        "_buffered",
         "_channel",
         "_chunks",
-        "_drained",
         "_limit",
         "_overflow",
         "_received",
@@ -75,8 +70,6 @@ class Listener:
         self._overflow = False
         self._truncated = False
         self._arrived = asyncio.Event()
-        self._buffered = 0  # bytes kept and not yet read by the app
-        self._drained = asyncio.Event()
 
     async def run(self) -> None:
         """Return when the client has gone."""
@@ -92,15 +85,8 @@ class Listener:
                         self._overflow = True  # the reader gets 413; keep nothing more
                     else:
                         self._chunks.append(body)
-                        self._buffered += len(body)
                 channel.more_body = message.get("more_body", False)
                 self._arrived.set()
-                # Backpressure: past HIGH_WATER unread bytes, wait for the app
-                # to read (an app that reads slowly, or never, holds no more
-                # than that; the server stops reading the socket meanwhile).
-                while self._buffered > HIGH_WATER:
-                    self._drained.clear()
-                    await self._drained.wait()
             elif kind == "http.disconnect":
                 if channel.more_body:
                     self._truncated = True
@@ -113,11 +99,7 @@ class Listener:
         """The next body chunk (b"" at its end), as `ASGIChannel.read_async` gives it."""
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._buffered <= HIGH_WATER:
-                    self._drained.set()
-                return chunk
+                return self._chunks.popleft()
             if self._overflow:
                 raise HTTPException(413)
             if self._truncated:

@@ -411,3 +411,36 @@ def test_work_left_running_after_the_answer_still_runs(protocol: str, seed: int)
         asyncio.run(server())
     assert sorted(late.ran) == expected
     assert [t.result().status for t in late.tasks] == [200] * n
+
+
+def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() -> None:
+    # a loop shutting down (asyncio.run's last step) cancels every task, also one
+    # not started yet: the thread that waits for it must hear, not wait forever
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+
+    class CancelledOnArrival(set[asyncio.Task[Any]]):
+        def add(self, task: asyncio.Task[Any]) -> None:
+            super().add(task)
+            task.cancel()
+
+    async def coroutine() -> int:
+        return 1
+
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            _concurrency.call_on_loop(loop, coroutine, (), {}, CancelledOnArrival(), WorkerPool(1))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(DEADLINE)
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(DEADLINE)
+    loop.close()
+    assert not waiter.is_alive(), "the thread still waits for a coroutine that never ran"
+    assert len(errors) == 1 and "cancelled" in str(errors[0])

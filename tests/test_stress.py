@@ -42,7 +42,7 @@ import h11
 import httpx
 import pytest
 
-from microweb import App, Request, Response, StreamingResponse
+from microweb import App, HTTPException, Request, Response, StreamingResponse
 from microweb.testing import TestClient
 
 from .conftest import MakeClient
@@ -819,80 +819,104 @@ def test_a_body_streamed_back_through_a_queue_receive_arrives_whole(how: str, se
 # --------------------------------------------------------------------------
 
 
-def test_a_streaming_response_holds_a_bounded_part_of_a_body_it_reads_slowly_or_never() -> None:
-    from microweb._streaming import HIGH_WATER
+def streaming_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
 
+
+def test_an_endless_stream_stops_when_its_client_leaves_with_its_body_unread() -> None:
+    # however much body the app leaves unread, a disconnect is still heard: an
+    # endless stream (SSE, a live feed) must not go on for nobody (uvicorn drops
+    # what is sent after a disconnect without a word)
+    app = App()
+    closed: list[bool] = []
+    ticks = [0]
+
+    @app.post("/feed")
+    async def feed(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    ticks[0] += 1
+                    yield b"tick\n"
+                    await asyncio.sleep(0)
+            finally:
+                closed.append(True)
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def main() -> None:
+        messages = [{"type": "http.request", "body": b"x" * 64 * KIB, "more_body": True}] * 40
+        messages.append({"type": "http.disconnect"})  # 2.5 MiB unread, then the client leaves
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        await asyncio.wait_for(app.asgi(streaming_scope("/feed"), receive, send), DEADLINE)
+
+    asyncio.run(main())
+    assert closed == [True]
+
+
+def test_a_slow_reader_gets_every_chunk_and_a_body_over_the_limit_is_413() -> None:
+    # what the app has not read yet is kept, up to max_body_size (as request.body()
+    # would keep it), in order; past that, reading raises 413, never a lost chunk
     piece = 64 * KIB
-    total = 8 * 1024 * KIB  # far more than may be held
-    app = App(max_body_size=64 * 1024 * KIB)
-    pulled = [0]  # body bytes the app took from receive()
-    consumed = [0]  # body bytes the handler's generator has read
-    held: list[int] = []  # pulled - consumed, each time the generator reads
-    go_on: list[asyncio.Event] = []
+    app = App(max_body_size=1024 * KIB)
+    results: list[str] = []
 
     @app.post("/slow")
     async def slow(request: Request) -> StreamingResponse:
         async def chunks() -> AsyncIterator[bytes]:
             yield b"started"
-            await go_on[0].wait()  # a slow reader: starts late, then reads
-            async for chunk in request.stream():
-                consumed[0] += len(chunk)
-                held.append(pulled[0] - consumed[0])
-                for _ in range(3):
-                    await asyncio.sleep(0)
-            yield b"read %d" % consumed[0]
+            for _ in range(200):  # a slow reader: the body arrives first
+                await asyncio.sleep(0)
+            n = 0
+            try:
+                async for chunk in request.stream():
+                    assert chunk == bytes([n // piece % 251]) * len(chunk)
+                    n += len(chunk)
+                results.append(f"read {n}")
+            except HTTPException as exc:
+                results.append(f"{exc.status_code} after {n}")
+            yield b"end"
 
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    @app.post("/never")
-    async def never(request: Request) -> StreamingResponse:
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b"started"
-            await go_on[0].wait()  # never reads the body
-            yield b"done"
-
-        return StreamingResponse(chunks(), media_type="text/plain")
-
-    async def main(path: str) -> bytes:
-        go_on[:] = [asyncio.Event()]
-        pulled[0] = consumed[0] = 0
-        sent = 0
+    async def main(total: int) -> None:
+        messages = [
+            {"type": "http.request", "body": bytes([k % 251]) * piece, "more_body": True}
+            for k in range(total // piece)
+        ]
+        messages.append({"type": "http.request", "body": b"", "more_body": False})
 
         async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent < total:
-                sent += piece
-                pulled[0] += piece
-                return {"type": "http.request", "body": b"x" * piece, "more_body": sent < total}
-            await asyncio.Event().wait()  # the client stays
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
-        out: list[bytes] = []
-
         async def send(message: dict[str, Any]) -> None:
-            out.append(message.get("body", b""))
+            pass
 
-        s = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"transfer-encoding", b"chunked")],
-        }
-        task = asyncio.ensure_future(app.asgi(s, receive, send))
-        for _ in range(500):  # the response streams; the body arrives as fast as it can
-            await asyncio.sleep(0)
-        assert out[:2] == [b"", b"started"]
-        assert pulled[0] <= HIGH_WATER + piece, pulled[0]  # no more taken than that
-        go_on[0].set()
-        await asyncio.wait_for(task, DEADLINE)
-        return b"".join(out)
+        await asyncio.wait_for(app.asgi(streaming_scope("/slow"), receive, send), DEADLINE)
 
-    assert asyncio.run(main("/never")) == b"starteddone"
-    assert asyncio.run(main("/slow")) == b"started" + b"read %d" % total
-    assert max(held) <= HIGH_WATER + piece, max(held)  # ahead of the reader by a bound
+    asyncio.run(main(1024 * KIB))  # at the limit: every byte, in order
+    asyncio.run(main(2048 * KIB))  # over it: 413 once the kept part is read
+    assert results == [f"read {1024 * KIB}", f"413 after {1024 * KIB}"]
