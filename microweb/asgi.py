@@ -288,7 +288,7 @@ class ASGIAdapter:
         #: handlers'. Wider than theirs: a sync event source that waits for its
         #: next event holds one while it waits (async sources hold none).
         self.stream_pool = WorkerPool(max(4 * app.thread_limit, 400))
-        self._start_lock: asyncio.Lock | None = None
+        self._startup_task: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # http is handled here, not in a method of its own: one coroutine less
@@ -421,23 +421,26 @@ class ASGIAdapter:
             await self._run_flow(self.app._shutdown_flow())
 
     async def _lazy_startup(self) -> Response | None:
-        """Startup for a server that runs no lifespan: once, before the first request."""
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if not self.app._started:
-                failed_before = self.app._startup_error
-                if failed_before is not None:
-                    logger.error("Not serving the request: the application's startup failed")
-                    return server_error(self.app, failed_before)
-                try:
-                    # a task: what startup sets stays in its context, seen by no
-                    # request (as when the lifespan protocol runs it)
-                    await asyncio.ensure_future(self.startup())
-                except Exception as exc:
-                    logger.error("Application startup failed", exc_info=exc)
-                    return server_error(self.app, exc)
-        return None
+        """Startup for a server that runs no lifespan: once, before the first request.
+
+        It runs as a task of its own: what it sets in the context is seen by
+        no request (as when the lifespan protocol runs it), and a request
+        cancelled while it waits (a client that leaves) does not cancel it,
+        so it is never started twice.
+        """
+        app = self.app
+        task = self._startup_task
+        if task is None:
+            if app._startup_error is not None:
+                logger.error("Not serving the request: the application's startup failed")
+                return server_error(app, app._startup_error)
+            task = self._startup_task = asyncio.ensure_future(self.startup())
+            task.add_done_callback(_log_startup_failure)
+        await asyncio.wait({task})
+        if task.cancelled():  # the loop is shutting down
+            return server_error(app, RuntimeError("the application's startup was cancelled"))
+        exc = task.exception()
+        return None if exc is None else server_error(app, exc)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -462,6 +465,11 @@ class ASGIAdapter:
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _log_startup_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("Application startup failed", exc_info=exc)
 
 
 def _really_cancelled() -> bool:

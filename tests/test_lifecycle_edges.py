@@ -429,3 +429,33 @@ def test_what_startup_sets_in_the_context_is_seen_by_no_request(protocol: str) -
         return seen.get()
 
     assert [a.body for a in serve_requests(app, protocol, 3)] == [b"unset"] * 3
+
+
+def test_a_request_cancelled_during_startup_does_not_start_it_twice() -> None:
+    # a server that runs no lifespan: the first request starts up the app, and
+    # its client leaves meanwhile; startup goes on, and the next request uses it
+    app, counts = failing_app()
+    release = asyncio.Event()
+    app._startup.clear()
+
+    @app.on_startup
+    async def slow() -> None:
+        counts["startup"] += 1
+        await release.wait()
+
+    async def main() -> raw.Answer:
+        first = asyncio.ensure_future(raw.call_asgi(app))
+        while counts["startup"] == 0:
+            await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.wait({first}, timeout=DEADLINE)
+        assert first.cancelled()
+        second = asyncio.ensure_future(raw.call_asgi(app))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        release.set()
+        return await asyncio.wait_for(second, DEADLINE)
+
+    answer = asyncio.run(main())
+    assert (answer.status, answer.body) == (200, b"hi")
+    assert (counts["entered"], counts["startup"], counts["handler"]) == (1, 1, 1)
