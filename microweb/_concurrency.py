@@ -157,13 +157,16 @@ class Job:
         except IndexError:
             return False  # cancelled before it started: never run it
         ctx = self.ctx
-        start = ctx.copy()
+        start = ctx.copy() if len(ctx) else None  # (an empty context: all it holds after is new)
         try:
             self.result = ctx.run(self.fn, *self.args)
         except BaseException as exc:
             self.exc = exc
         try:
-            self.changes = _changes(ctx, start)
+            if start is not None:
+                self.changes = _changes(ctx, start)
+            elif len(ctx):
+                self.changes = list(ctx.items())
         except BaseException as exc:  # MemoryError, say: the waiter must still hear
             self.exc = exc
         return True

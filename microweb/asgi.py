@@ -15,6 +15,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import (
+    Job,
     LifespanHolder,
     WorkerPool,
     call_on_loop,
@@ -144,7 +145,9 @@ class LoopRunner:
         bridge = current_bridge()
         if bridge is not None:
             return await bridge.call_in_thread(fn, *args)
-        return await self._pool.run(fn, *args)
+        job = Job(fn, args)  # (WorkerPool.run, one coroutine less per hop)
+        self._pool.submit(job)
+        return await job.wait()
 
 
 #: Tasks started for pool threads (kept referenced until they end).
