@@ -5,7 +5,7 @@
   coroutine's context when the coroutine resumes (`Job.wait`), so context
   variables flow through every step of a request whatever thread runs it.
 * `WorkerPool` runs jobs for the ASGI adapter (``def`` handlers and hooks):
-  a plain pool of threads, each job handed to one directly; one hop costs
+  a plain pool of threads blocking on one `queue.SimpleQueue`; one hop costs
   about half of ``anyio.to_thread.run_sync`` (48 µs against 108 µs per call
   on an idle loop), and the hop is most of what a ``def`` handler costs.
 * `SharedLoop` is the one event loop per process that runs ``async def`` code
@@ -19,13 +19,13 @@
 Invariants (each is broken on purpose by a stress test in
 tests/test_concurrency_stress.py):
 
-1. Pool hand-off, under `WorkerPool._lock`: every job is given to exactly
-   one thread -- an idle one (taken off the idle list, its job set and its
-   wake-up lock released), one started for it, or, when the pool is full,
-   the line of waiting jobs, which a thread that finishes a job empties
-   before it puts itself on the idle list. A thread whose wait times out
-   leaves only if it is still on the idle list (no job was handed to it).
-   So ``_threads <= limit`` and no job waits while a thread idles.
+1. Pool accounting, under `WorkerPool._lock`: every job put on the queue has
+   a thread promised to it -- an idle thread (``_idle`` counts idle threads
+   not yet promised to a job), a thread started for it, or, when the pool is
+   full, the next thread to finish a job (``_backlog``). A thread that
+   finishes a job takes a backlog promise before it counts itself idle; a
+   thread whose wait times out leaves only if an unpromised idle slot
+   exists. So ``_threads <= limit`` and no job waits while a thread idles.
 2. A job is started at most once and only if nobody cancelled it first: the
    thread and a cancelled waiter race for its one ticket (`list.pop` is
    atomic). A waiter cancelled after the job started waits for it to return
@@ -51,7 +51,6 @@ import queue
 import sys
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -227,24 +226,14 @@ def _finished(job: Job) -> None:
 # --------------------------------------------------------------------------
 
 
-class _Worker:
-    """One pool thread's hand-off slot: the job given to it, and its own wake-up lock."""
-
-    __slots__ = ("job", "wake")
-
-    def __init__(self, job: Job | None) -> None:
-        self.job = job
-        self.wake = threading.Lock()
-        self.wake.acquire()  # released once per job handed to an idle worker
-
-
 class WorkerPool:
     """At most `limit` threads running jobs for coroutines (see invariant 1).
 
-    Jobs are handed to a thread directly, not through a shared queue: an idle
-    thread waits on a lock of its own, so ``Lock.acquire(timeout=...)`` is the
-    only timed wait (``SimpleQueue.get(timeout=...)`` on CPython 3.11 can
-    block for good when another getter took the item that woke it).
+    The threads wait on one `queue.SimpleQueue`: a thread that finishes a job
+    takes the next queued one without sleeping. On CPython 3.11,
+    ``SimpleQueue.get(timeout=...)`` can wait past its timeout, until the next
+    job, when another thread took the item that woke it: such a thread stays
+    (idle and counted: it takes a later job) instead of leaving.
     """
 
     _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
@@ -259,23 +248,16 @@ class WorkerPool:
         WorkerPool._pools.add(self)
 
     def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle_workers: list[_Worker] = []  # last in, first out: warm threads first
-        self._waiting: deque[Job] = deque()  # jobs waiting for a thread (the pool is full)
+        self._idle = 0  # idle threads not yet promised to a queued job
+        self._backlog = 0  # queued jobs promised to the next thread that finishes one
         self._threads = 0
 
     @property
     def threads(self) -> int:
         """Threads alive (busy or idle)."""
         return self._threads
-
-    @property
-    def _idle(self) -> int:
-        return len(self._idle_workers)
-
-    @property
-    def _backlog(self) -> int:
-        return len(self._waiting)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in a pool thread and return its result (see `Job.wait`)."""
@@ -284,51 +266,50 @@ class WorkerPool:
         return await job.wait()
 
     def submit(self, job: Job) -> None:
-        """Give `job` to an idle thread, a new one, or the line for the next free one."""
+        """Queue `job` (from any thread), with a thread promised to it."""
         with self._lock:
-            if self._idle_workers:
-                worker = self._idle_workers.pop()
-                worker.job = job
-                worker.wake.release()
-                return
-            if self._threads >= self.limit:
-                self._waiting.append(job)
-                return
-            self._threads += 1
-        try:
-            threading.Thread(
-                target=self._work, args=(_Worker(job),), name="microweb-worker", daemon=True
-            ).start()
-        except BaseException:
-            with self._lock:
-                self._threads -= 1
-            raise
+            if self._idle:
+                self._idle -= 1
+                spawn = False
+            elif self._threads < self.limit:
+                self._threads += 1
+                spawn = True
+            else:
+                self._backlog += 1
+                spawn = False
+        if spawn:
+            try:
+                threading.Thread(target=self._work, name="microweb-worker", daemon=True).start()
+            except BaseException:
+                with self._lock:
+                    self._threads -= 1
+                raise
+        self._queue.put(job)
 
-    def _work(self, worker: _Worker) -> None:
-        lock = self._lock
-        job = worker.job
-        while job is not None:
-            made = job.call()
-            # Counted idle before the waiter is woken: the waiter's next job
-            # (the next request, often) then finds this thread instead of
-            # starting another one.
-            with lock:
-                idle = not self._waiting
-                if idle:
-                    worker.job = None
-                    self._idle_workers.append(worker)
-                else:
-                    worker.job = self._waiting.popleft()
-            if made:
-                job.report()
-            if idle and not worker.wake.acquire(timeout=self.idle_timeout):
+    def _work(self) -> None:
+        q, lock = self._queue, self._lock
+        while True:
+            try:
+                job = q.get(timeout=self.idle_timeout)
+            except queue.Empty:
                 with lock:
-                    if worker in self._idle_workers:  # nobody handed it a job: leave
-                        self._idle_workers.remove(worker)
+                    if self._idle > 0:  # an idle slot nobody was promised: leave
+                        self._idle -= 1
                         self._threads -= 1
                         return
-                worker.wake.acquire()  # handed a job as it timed out: released already
-            job = worker.job
+                continue  # a job is promised to this thread: it is on its way
+            made = job.call()
+            # Counted free before the waiter is woken: the waiter's next job
+            # (the next request, often) then finds this thread idle instead of
+            # starting another one.
+            with lock:
+                if self._backlog:
+                    self._backlog -= 1  # take a queued job nobody else was promised
+                else:
+                    self._idle += 1
+            if made:
+                job.report()
+            del job
 
 
 # --------------------------------------------------------------------------

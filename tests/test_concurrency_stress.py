@@ -48,6 +48,35 @@ async def await_until(
         await asyncio.sleep(0.001)
 
 
+#: How long a quiet spell waits for idle threads to leave before it settles
+#: for idle threads that linger (see `idle_threads_leave`).
+LINGER = 2.0
+
+
+def threads_left(pool: WorkerPool, busy: int = 0) -> bool:
+    """Whether the idle threads have left, or linger idle and counted.
+
+    Idle threads leave after the idle timeout, except one that CPython 3.11's
+    ``SimpleQueue.get(timeout=...)`` keeps waiting past it (when another
+    thread took the item that woke it): that one stays idle, counted in
+    ``_idle``, until it takes a later job, which is as good. What must never
+    be is an idle count that does not match the threads (repro_1's drift).
+    """
+    if pool._threads == busy:
+        return True
+    return pool._idle == pool._threads - busy and pool._backlog == 0
+
+
+async def idle_threads_leave(pool: WorkerPool, busy: int = 0) -> None:
+    """Wait up to `LINGER` for the idle threads to leave, then check `threads_left`."""
+    end = time.monotonic() + LINGER
+    while pool._threads != busy and time.monotonic() < end:
+        await asyncio.sleep(0.001)
+    assert threads_left(pool, busy), (
+        f"threads {pool._threads} ({busy} busy), idle {pool._idle}, backlog {pool._backlog}"
+    )
+
+
 @pytest.fixture
 def short_idle(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
     """Make pool threads made from now on leave after `seconds` idle."""
@@ -132,17 +161,13 @@ def test_pool_under_random_bursts_idle_timeouts_and_cancellations(
                 if not task.cancelled():
                     assert task.result() == tasks[task]
             if rng.random() < 0.5:  # a quiet spell: idle threads leave
-                await await_until(
-                    lambda: pool._threads == 0,
-                    "idle threads leave",
-                    lambda: f"threads {pool._threads}, idle {pool._idle}, backlog {pool._backlog}",
-                )
+                await idle_threads_leave(pool)
         # quiescent: every thread idle and unpromised, nothing owed to a queued job
         await await_until(
             lambda: pool._idle == pool._threads and pool._backlog == 0,
             "the pool's counts settle (idle == threads, no backlog)",
         )
-        await await_until(lambda: pool._threads == 0, "all idle threads leave")
+        await idle_threads_leave(pool)
         final = next(serial)
         assert await asyncio.wait_for(call(final, 0.0), DEADLINE) == final
 
@@ -179,7 +204,7 @@ def test_a_def_request_after_a_burst_and_a_quiet_spell_is_answered(
         await await_until(lambda: pool._threads == limit, "the burst fills the pool")
         gate.set()
         assert {a.status for a in await asyncio.gather(*burst)} == {200}
-        await await_until(lambda: pool._threads == 0, "the idle threads leave")
+        await idle_threads_leave(pool)
         answer = await asyncio.wait_for(raw.call_asgi(app, path="/fast"), DEADLINE)
         assert (answer.status, answer.body) == (200, b"fast")
 
@@ -278,7 +303,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def idle_spell(self) -> None:
         busy = len(self.blocked())
-        self.spin(lambda: self.pool._threads == busy, "idle threads leave")
+        self.loop.run_until_complete(idle_threads_leave(self.pool, busy))
 
     @invariant()
     def as_many_run_as_the_limit_allows(self) -> None:
