@@ -834,6 +834,23 @@ def streaming_scope(path: str) -> dict[str, Any]:
     }
 
 
+async def post_messages(app: App, path: str, messages: list[dict[str, Any]]) -> None:
+    """A chunked POST to `path` that receives `messages`, then waits (the client
+    stays); what the app sends is dropped. Fails if the app does not end in time."""
+    messages = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    await asyncio.wait_for(app.asgi(streaming_scope(path), receive, send), DEADLINE)
+
+
 def test_an_endless_stream_stops_when_its_client_leaves_with_its_body_unread() -> None:
     # however much body the app leaves unread, a disconnect is still heard: an
     # endless stream (SSE, a live feed) must not go on for nobody (uvicorn drops
@@ -855,22 +872,9 @@ def test_an_endless_stream_stops_when_its_client_leaves_with_its_body_unread() -
 
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    async def main() -> None:
-        messages = [{"type": "http.request", "body": b"x" * 64 * KIB, "more_body": True}] * 40
-        messages.append({"type": "http.disconnect"})  # 2.5 MiB unread, then the client leaves
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop(0)
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await asyncio.wait_for(app.asgi(streaming_scope("/feed"), receive, send), DEADLINE)
-
-    asyncio.run(main())
+    messages = [{"type": "http.request", "body": b"x" * 64 * KIB, "more_body": True}] * 40
+    messages.append({"type": "http.disconnect"})  # 2.5 MiB unread, then the client leaves
+    asyncio.run(post_messages(app, "/feed", messages))
     assert closed == [True]
 
 
@@ -899,24 +903,13 @@ def test_a_slow_reader_gets_every_chunk_and_a_body_over_the_limit_is_413() -> No
 
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    async def main(total: int) -> None:
+    def body(total: int) -> list[dict[str, Any]]:
         messages = [
             {"type": "http.request", "body": bytes([k % 251]) * piece, "more_body": True}
             for k in range(total // piece)
         ]
-        messages.append({"type": "http.request", "body": b"", "more_body": False})
+        return [*messages, {"type": "http.request", "body": b"", "more_body": False}]
 
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop(0)
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await asyncio.wait_for(app.asgi(streaming_scope("/slow"), receive, send), DEADLINE)
-
-    asyncio.run(main(1024 * KIB))  # at the limit: every byte, in order
-    asyncio.run(main(2048 * KIB))  # over it: 413 once the kept part is read
+    asyncio.run(post_messages(app, "/slow", body(1024 * KIB)))  # at the limit: all, in order
+    asyncio.run(post_messages(app, "/slow", body(2048 * KIB)))  # over it: 413 once the rest is read
     assert results == [f"read {1024 * KIB}", f"413 after {1024 * KIB}"]
