@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from microweb.exceptions import reason_phrase
-from tests.apps.server_app import MAX_BODY_SIZE, SLOW, STREAM_PAUSE
+from tests.apps.server_app import MAX_BODY_SIZE, STREAM_PAUSE
 from tests.servers import SERVERS, Server, serve
 
 pytestmark = pytest.mark.servers
@@ -108,13 +108,13 @@ def test_json_echo(http: httpx.Client, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_slow_handlers_run_concurrently(http: httpx.Client, kind: str) -> None:
     # def under ASGI: the worker threads; async def under WSGI: the shared loop.
-    responses, elapsed = parallel(4, lambda: http.get(f"/slow/{kind}"))
+    responses, _ = parallel(4, lambda: http.get(f"/slow/{kind}"))
     assert [r.status_code for r in responses] == [200] * 4
     bodies = [r.json() for r in responses]
     assert {b["kind"] for b in bodies} == {kind}
     # all four were inside their handler at the same moment (one monotonic clock per host)
+    # (that is the proof; no wall-clock bound, which a busy machine stretches)
     assert max(b["start"] for b in bodies) < min(b["end"] for b in bodies)
-    assert elapsed < 3 * SLOW, f"4 x {SLOW}s took {elapsed:.2f}s: handlers ran one after another"
 
 
 def test_async_lock_made_at_startup_serves_every_request(http: httpx.Client) -> None:

@@ -45,6 +45,7 @@ import pytest
 from microweb import App, HTTPException, Request, Response, StreamingResponse
 from microweb.testing import TestClient
 
+from . import raw
 from .conftest import MakeClient
 from .servers import serve
 
@@ -762,20 +763,7 @@ async def lockstep_asgi(asgi: Any, path: str, pieces: Sequence[bytes]) -> bytes:
                 ) from None
             changed.clear()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"stress"), (b"transfer-encoding", b"chunked")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("stress", 80),
-    }
+    scope = raw.scope("POST", path, headers=[("host", "stress"), ("transfer-encoding", "chunked")])
     task = asyncio.ensure_future(asgi(scope, inbox.get, send))
     try:
         sent = 0
@@ -820,18 +808,7 @@ def test_a_body_streamed_back_through_a_queue_receive_arrives_whole(how: str, se
 
 
 def streaming_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"transfer-encoding", b"chunked")],
-    }
+    return raw.scope("POST", path, headers=[("transfer-encoding", "chunked")])
 
 
 async def post_messages(app: App, path: str, messages: list[dict[str, Any]]) -> None:
