@@ -172,9 +172,10 @@ def test_chat_page_under_uvicorn(screenshots: Path) -> None:
         grace = await pages.open(f"{server.url}/?room=tea", PHONE)
         for tab in (ada, grace):
             await pages.chrome.wait_for(tab, "document.querySelector('.status.connected') !== null")
-        await say(pages, ada, "ada", "Has anyone seen the Analytical Engine's notes?")
-        await say(pages, grace, "grace", "On my desk, next to the first bug.")
         lines = "Array.from(document.querySelectorAll('#log .message'), (m) => m.textContent)"
+        await say(pages, ada, "ada", "Has anyone seen the Analytical Engine's notes?")
+        await pages.chrome.wait_for(grace, f"{lines}.length === 1")  # grace answers it
+        await say(pages, grace, "grace", "On my desk, next to the first bug.")
         for tab in (ada, grace):
             await pages.chrome.wait_for(tab, f"{lines}.length === 2")
             assert await pages.chrome.evaluate(tab, lines) == [
