@@ -16,7 +16,6 @@ from pathlib import Path
 from microweb import App, HTMLResponse, Request, WebSocket
 
 app = App()
-app.static("/static", Path(__file__).parent / "static")  # style.css, shared by the examples
 
 #: room name -> the sockets in it
 rooms: dict[str, set[WebSocket]] = {}
@@ -117,4 +116,5 @@ async def broadcast(room: str, message: dict[str, str]) -> None:
             rooms.get(room, set()).discard(member)
 
 
+app.static("/static", Path(__file__).parent / "static")  # style.css, shared by the examples
 wsgi = app.wsgi  # serves the page; the WebSocket answers 501 there (it needs app.asgi)
