@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from pathlib import Path
 
 from microweb import App, HTMLResponse, Request, WebSocket
 
@@ -21,31 +22,41 @@ rooms: dict[str, set[WebSocket]] = {}
 
 PAGE = """<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>microweb chat: {room}</title>
-<style>
- body {{ font-family: sans-serif; max-width: 40em; margin: 2em auto; }}
- #log {{ border: 1px solid #ccc; height: 20em; overflow-y: auto; padding: .5em; }}
- #log p {{ margin: .2em 0; }}
-</style></head>
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>microweb chat: {room}</title>
+<link rel="stylesheet" href="{stylesheet}">
+</head>
 <body data-ws="{ws_path}">
 <h1>Room <span id="room">{room}</span></h1>
-<div id="log"></div>
-<form id="form"><input id="name" placeholder="name" value="guest">
-<input id="text" placeholder="say something" autocomplete="off">
-<button>Send</button></form>
-<p id="status">connecting…</p>
+<p class="muted">Open this page in a second window, and talk.</p>
+<ul id="log" class="log scroll" aria-live="polite"></ul>
+<form id="form" class="row">
+<input id="name" placeholder="name" value="guest" aria-label="name">
+<input id="text" class="wide" placeholder="say something" autocomplete="off" aria-label="message">
+<button>Send</button>
+</form>
+<p id="status" class="status">connecting…</p>
 <script>
 const room = document.getElementById("room").textContent;
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const socket = new WebSocket(`${{scheme}}://${{location.host}}${{document.body.dataset.ws}}`);
 const log = document.getElementById("log");
-socket.onopen = () => {{ document.getElementById("status").textContent = "connected"; }};
-socket.onclose = () => {{ document.getElementById("status").textContent = "disconnected"; }};
+const status = document.getElementById("status");
+const show = (state) => {{
+  status.textContent = state;
+  status.classList.toggle("connected", state === "connected");
+}};
+socket.onopen = () => show("connected");
+socket.onclose = () => show("disconnected");
 socket.onmessage = (event) => {{
   const message = JSON.parse(event.data);
-  const line = document.createElement("p");
+  const line = document.createElement("li");
   line.className = "message";
-  line.textContent = `${{message.name}}: ${{message.text}}`;  // text, never HTML
+  const name = document.createElement("strong");
+  name.textContent = `${{message.name}}:`;  // text, never HTML
+  line.append(name, ` ${{message.text}}`);
   log.appendChild(line);
   log.scrollTop = log.scrollHeight;
 }};
@@ -67,7 +78,10 @@ document.getElementById("form").onsubmit = (event) => {{
 def page(request: Request) -> HTMLResponse:
     room = request.query_params.get("room", "lobby")[:64]
     ws_path = request.url_for("chat", room=room)
-    body = PAGE.format(room=html.escape(room), ws_path=html.escape(ws_path))
+    stylesheet = request.url_for("static", path="style.css")
+    body = PAGE.format(
+        room=html.escape(room), ws_path=html.escape(ws_path), stylesheet=html.escape(stylesheet)
+    )
     return HTMLResponse(body)
 
 
@@ -102,4 +116,5 @@ async def broadcast(room: str, message: dict[str, str]) -> None:
             rooms.get(room, set()).discard(member)
 
 
+app.static("/static", Path(__file__).parent / "static")  # style.css, shared by the examples
 wsgi = app.wsgi  # serves the page; the WebSocket answers 501 there (it needs app.asgi)

@@ -20,34 +20,51 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import html
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from microweb import App, EventSourceResponse, HTMLResponse, Request, abort
 
 app = App()
+app.static("/static", Path(__file__).parent / "static")  # style.css, shared by the examples
 
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>microweb: live events</title>
+  <link rel="stylesheet" href="STYLESHEET_URL">
 </head>
 <body>
   <h1>Live events</h1>
-  <p>Status: <span id="status">connecting…</span></p>
-  <ol id="ticks" reversed></ol>
+  <p class="muted">A tick a second from the server; the newest is on top.</p>
+  <p id="status" class="status">connecting…</p>
+  <ol id="ticks" class="log" reversed></ol>
   <script>
     const ticks = document.getElementById("ticks");
     const status = document.getElementById("status");
     const source = new EventSource(EVENTS_URL);
-    source.addEventListener("open", () => { status.textContent = "connected"; });
-    source.addEventListener("error", () => { status.textContent = "reconnecting…"; });
+    source.addEventListener("open", () => {
+      status.textContent = "connected";
+      status.classList.add("connected");
+    });
+    source.addEventListener("error", () => {
+      status.textContent = "reconnecting…";
+      status.classList.remove("connected");
+    });
     source.addEventListener("tick", (event) => {
       const tick = JSON.parse(event.data);
       const item = document.createElement("li");
-      item.textContent = `tick ${tick.n} at ${tick.time}`;
+      const name = document.createElement("strong");
+      name.textContent = `tick ${tick.n}`;
+      const time = document.createElement("time");
+      time.dateTime = tick.time;
+      time.textContent = new Date(tick.time).toLocaleTimeString();
+      item.append(name, " at ", time);
       ticks.prepend(item);
       while (ticks.children.length > 20) ticks.lastElementChild.remove();
     });
@@ -59,8 +76,9 @@ PAGE = """<!doctype html>
 
 @app.get("/")
 def page() -> HTMLResponse:
-    # the URL comes from the route's name, written as a JS string literal
-    return HTMLResponse(PAGE.replace("EVENTS_URL", json.dumps(app.url_for("events"))))
+    # the URLs come from the routes' names; the events URL is written as a JS string literal
+    page = PAGE.replace("STYLESHEET_URL", html.escape(app.url_for("static", path="style.css")))
+    return HTMLResponse(page.replace("EVENTS_URL", json.dumps(app.url_for("events"))))
 
 
 def _number(request: Request, name: str, default: float, low: float, high: float) -> float:

@@ -9,6 +9,7 @@ client. The browser is stopped by its PID.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -74,9 +75,71 @@ class Browser:
         )
         return str(attached["sessionId"])
 
+    async def open(self, url: str, *, width: int, height: int, mobile: bool = False) -> str:
+        """A tab whose window is `width` x `height` CSS pixels, showing `url` once loaded.
+
+        With `mobile`, Chromium lays the page out as a phone does: at 980 pixels
+        wide, zoomed out, unless the page has a viewport meta tag.
+        """
+        session = await self.page("about:blank")
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+        await self.send("Emulation.setScrollbarsHidden", session, hidden=True)  # clean screenshots
+        await self.send("Page.navigate", session, url=url)
+        await self.wait_for(
+            session,
+            "document.URL !== 'about:blank' && document.readyState === 'complete'"
+            " && document.fonts.status === 'loaded'",
+        )
+        return session
+
+    async def screenshot(self, session: str, *, height: int | None = None) -> bytes:
+        """A PNG of what the tab shows: its window, or the window's top `height` pixels."""
+        params: dict[str, Any] = {"format": "png"}
+        if height is not None:
+            width = await self.evaluate(session, "innerWidth")
+            params["clip"] = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        shot = await self.send("Page.captureScreenshot", session, **params)
+        return base64.b64decode(shot["data"])
+
+    async def colours(self, session: str, png: bytes) -> int:
+        """How many distinct colours the image `png` has (decoded on a canvas in `session`)."""
+        data = json.dumps("data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+        return int(
+            await self.evaluate(
+                session,
+                f"""(async () => {{
+                  const image = new Image();
+                  image.src = {data};
+                  await image.decode();
+                  const canvas = document.createElement("canvas");
+                  canvas.width = image.width;
+                  canvas.height = image.height;
+                  const context = canvas.getContext("2d");
+                  context.drawImage(image, 0, 0);
+                  const pixels = context.getImageData(0, 0, image.width, image.height).data;
+                  const seen = new Set();
+                  for (let i = 0; i < pixels.length; i += 4) {{
+                    seen.add((pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2]);
+                  }}
+                  return seen.size;
+                }})()""",
+            )
+        )
+
     async def evaluate(self, session: str, expression: str) -> Any:
         result = await self.send(
-            "Runtime.evaluate", session, expression=expression, returnByValue=True
+            "Runtime.evaluate",
+            session,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,  # an async expression's value, not the promise
         )
         if "exceptionDetails" in result:
             raise RuntimeError(str(result["exceptionDetails"]))

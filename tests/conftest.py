@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,3 +36,21 @@ def make_client(protocol: str) -> Iterator[MakeClient]:
     yield make
     for client in clients:
         client.close()
+
+
+_SCREENSHOTS = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session")
+def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the browser tests save their screenshots in (named at the end of the run)."""
+    directory = tmp_path_factory.mktemp("screenshots")
+    request.config.stash[_SCREENSHOTS] = directory
+    return directory
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    directory = config.stash.get(_SCREENSHOTS, None)
+    if directory is not None:
+        shots = sorted(path.name for path in directory.glob("*.png"))
+        terminalreporter.write_line(f"{len(shots)} screenshots of the example pages in {directory}")

@@ -31,7 +31,7 @@ if not secret:
 
 app = App()
 app.add_middleware(Sessions(secret_key=secret))
-app.static("/static", HERE / "static")
+app.static("/static", HERE.parent / "static")  # style.css, shared by the examples
 templates = Templates(HERE / "templates")
 
 
