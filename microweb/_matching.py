@@ -21,7 +21,15 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from .routing import Route
 
-__all__ = ["Converter", "Matcher", "allowed_methods", "compile_template", "default_converters"]
+__all__ = [
+    "Converter",
+    "Matcher",
+    "allowed_methods",
+    "compile_template",
+    "default_converters",
+    "reject_flask_syntax",
+    "template_params",
+]
 
 _NO = object()  # "this segment does not match"
 
@@ -167,6 +175,33 @@ def default_converters() -> dict[str, Converter]:
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_][A-Za-z0-9_]*))?\}")
 
+#: Flask's ``<int:id>``: a mistake in a route, refused with the brace form.
+_FLASK_PARAM = re.compile(
+    r"<(?:([A-Za-z_][A-Za-z0-9_]*)(?:\([^)>]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>"
+)
+#: Flask's converters in microweb's words ("" for the default, one segment).
+_FLASK_CONVERTERS = {"string": "", "default": "", "any": ""}
+
+
+def reject_flask_syntax(path: str) -> None:
+    """Raise ValueError for a Flask-style parameter, showing the template in braces."""
+    if "<" not in path or _FLASK_PARAM.search(path) is None:
+        return
+
+    def braces(m: re.Match[str]) -> str:
+        conv = _FLASK_CONVERTERS.get(m.group(1) or "string", m.group(1))
+        return "{" + m.group(2) + (f":{conv}" if conv else "") + "}"
+
+    raise ValueError(
+        f"route path {path!r} uses Flask's <converter:name> syntax; microweb writes "
+        f"parameters in braces: {_FLASK_PARAM.sub(braces, path)!r}"
+    )
+
+
+def template_params(path: str) -> list[str]:
+    """The parameter names of a path template, in order (no converter needed)."""
+    return [m.group(1) for m in _PARAM.finditer(path)]
+
 
 @dataclass(frozen=True)
 class _Static:
@@ -215,6 +250,7 @@ def compile_template(path: str, converters: dict[str, Converter]) -> tuple[_Segm
     """Split a path template into segment specs; raise ValueError when it is malformed."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"route path must start with '/': {path!r}")
+    reject_flask_syntax(path)
     specs: list[_Segment] = []
     seen: set[str] = set()
 

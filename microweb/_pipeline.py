@@ -373,7 +373,24 @@ def handle_error(app: App, request: Request, exc: Exception) -> Flow:
 
 
 def _log_error(request: Request, exc: BaseException) -> None:
-    logger.error("Exception while handling %s %r", request.method, request.path, exc_info=exc)
+    logger.error(
+        "Exception while handling %s %r%s",
+        request.method,
+        request.path,
+        _hint(exc),
+        exc_info=exc,
+    )
+
+
+def _hint(exc: BaseException) -> str:
+    """A likely fix, for the mistakes whose own message does not say it."""
+    if isinstance(exc, TypeError | AttributeError) and "'coroutine' object" in str(exc):
+        # ``data = request.json(); data["name"]`` in async def code
+        return (
+            " (a coroutine was used as a value: in async def code, await it, "
+            "e.g. `data = await request.json()`)"
+        )
+    return ""
 
 
 def server_error(app: App, exc: BaseException) -> Response:

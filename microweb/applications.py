@@ -106,6 +106,14 @@ class App(Registrar):
 
         return ASGIAdapter(self)
 
+    def __call__(self, *args: Any) -> Any:
+        """An App is not itself a server application: a server that calls it
+        (``uvicorn mod:app``, ``gunicorn mod:app``) gets a TypeError that says
+        which entry point to serve instead (uvicorn refuses to start)."""
+        from ._misuse import app_called
+
+        return app_called(self, args)
+
     # ---------------------------------------------------------------- routes
     def _add(self, spec: RouteSpec) -> None:
         segments = compile_template(spec.path, self._converters)

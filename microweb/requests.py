@@ -449,6 +449,13 @@ class Request(HTTPConnection):
             form.close()
 
 
+# A coroutine is named after its function: named after the call the user wrote,
+# Python's warning for a forgotten await says "coroutine 'Request.json' was
+# never awaited", and a handler that returns one is told to await request.json().
+for _name in ("body", "text", "json", "form"):
+    getattr(Request, f"_{_name}_async").__qualname__ = f"Request.{_name}"
+del _name
+
 _UNSET: Any = object()
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Coroutine, Generator, Iterable, Mapping
 from email.utils import format_datetime, formatdate
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -407,10 +407,35 @@ def to_response(rv: Any) -> Response:
         return HTMLResponse(rv)
     if isinstance(rv, bytes | bytearray | memoryview):
         return Response(rv, media_type="application/octet-stream")
-    raise TypeError(
-        f"a handler returned {t.__name__}; expected a Response, dict, list, str, bytes, "
-        "None or a (body, status[, headers]) tuple"
+    raise _not_a_response(rv)
+
+
+def _not_a_response(rv: Any) -> TypeError:
+    """The error for a return value that is no response, with the likely fix."""
+    t = type(rv)
+    expected = (
+        "expected a Response, dict, list, str, bytes, None or a (body, status[, headers]) tuple"
     )
+    if isinstance(rv, Coroutine):
+        name = getattr(rv, "__qualname__", t.__name__)
+        rv.close()  # it will never run: closed here, not warned about by Python
+        call = _BODY_CALLS.get(name)
+        if call is not None:  # request.json() (body, text, form) without its await
+            return TypeError(
+                f"a handler returned the coroutine of {call} instead of its result: "
+                f"in async def code, await it: `return await {call}`"
+            )
+        return TypeError(f"a handler returned the coroutine {name}() unawaited: await it")
+    if isinstance(rv, Generator | AsyncGenerator):
+        return TypeError(
+            f"a handler returned a {t.__name__}; to stream what it yields, return "
+            "StreamingResponse(...) around it (or EventSourceResponse for Server-Sent Events)"
+        )
+    return TypeError(f"a handler returned {t.__name__}; {expected}")
+
+
+#: The coroutines of the body methods in async code (see requests.py).
+_BODY_CALLS = {f"Request.{m}": f"request.{m}()" for m in ("body", "text", "json", "form")}
 
 
 def _from_tuple(rv: tuple[Any, ...]) -> Response:

@@ -22,6 +22,8 @@ from ._matching import (
     _Rest,
     _Segment,
     _Static,
+    reject_flask_syntax,
+    template_params,
 )
 
 __all__ = ["Converter", "Route", "Router"]
@@ -135,7 +137,7 @@ class Route:
             elif isinstance(spec, _Mixed):
                 names.extend(n for n, _ in spec.params)
         self.param_names = tuple(names)
-        self._call, self._kwmap = _analyse(endpoint, self.param_names, websocket)
+        self._call, self._kwmap = _analyse(endpoint, self.param_names, websocket, path)
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -202,10 +204,27 @@ def _annotation_names(fn: Handler) -> dict[str, str]:
     return names
 
 
+def _yields(fn: Any) -> bool:
+    """True for generator functions (``def`` or ``async def`` with ``yield``)."""
+    while hasattr(fn, "func") and not inspect.isroutine(fn):  # functools.partial
+        fn = fn.func
+    if not inspect.isroutine(fn):
+        fn = getattr(fn, "__call__", fn)  # noqa: B004 - callable objects
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 def _analyse(
-    fn: Handler, path_params: tuple[str, ...], websocket: bool
+    fn: Handler, path_params: tuple[str, ...], websocket: bool, path: str = ""
 ) -> tuple[int, tuple[tuple[str, str | None], ...]]:
-    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill."""
+    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
+    a path parameter that nothing takes, or a generator function."""
+    if not websocket and _yields(fn):
+        raise TypeError(
+            f"handler {_describe(fn)} is a generator function: a handler returns its "
+            "response, so wrap the generator in one: "
+            "`return StreamingResponse(chunks())` (or EventSourceResponse for "
+            "Server-Sent Events)"
+        )
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
@@ -235,9 +254,27 @@ def _analyse(
                 f"handler {where} has a parameter {p.name!r} that is neither {conn_name!r} "
                 f"nor a path parameter ({', '.join(path_params) or 'none'}); give it a default"
             )
+    have = {n for n, _ in kwmap}
     if takes_var_kw:
-        have = {n for n, _ in kwmap}
         kwmap.extend((n, n) for n in path_params if n not in have)
+    elif all(src is not None for _, src in kwmap):
+        # neither the request nor **kwargs: a path parameter the handler does not
+        # take would be lost without a word (``{todo_id}`` with ``def get(id=0)``)
+        lost = [n for n in path_params if n not in have]
+        if lost:
+            names = [p.name for p in sig.parameters.values()]
+            own = [n for n in names if n not in have]
+            fix = (
+                f"rename {own[0]} to {lost[0]}"
+                if len(lost) == len(own) == 1
+                else f"add a parameter {lost[0]}"
+            )
+            raise TypeError(
+                f"handler {_describe(fn)} does not take the path parameter "
+                f"{', '.join(map(repr, lost))} of {path!r} (its parameters: "
+                f"{', '.join(names) or 'none'}); {fix}, or take {conn_name} "
+                f"({conn_name}.path_params) or **kwargs"
+            )
     if not kwmap:
         return _CALL_NONE, ()
     if len(kwmap) == 1 and kwmap[0][1] is None:
@@ -367,6 +404,10 @@ class Router(Registrar):
         self._hooks = _Hooks()
 
     def _add(self, spec: RouteSpec) -> None:
+        # what the app checks when the router is included, checked already here
+        # (the converters are the app's, so the template is compiled there)
+        reject_flask_syntax(spec.path)
+        _analyse(spec.endpoint, tuple(template_params(spec.path)), spec.websocket, spec.path)
         self.specs.append(spec)
 
     def before_request(self, fn: Handler) -> Handler:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import LifespanHolder, current_bridge, shared_loop
+from ._misuse import wsgi_called_by_asgi
 from ._parsers import (
     PLAIN_PATH,
     decode_path,
@@ -251,26 +252,33 @@ def _decode_latin1_path(path_info: str) -> str:
     return path_info.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
+def _no_start_response(*args: Any) -> Any:
+    """The default of `WSGIAdapter.__call__`'s start_response: no WSGI server's."""
+    raise TypeError("start_response is required")
+
+
 class WSGIAdapter:
     """`app.wsgi`: serve the app to a PEP 3333 server."""
 
     def __init__(self, app: App) -> None:
         self.app = app
+        #: Whether the WebSocket-routes warning was logged (at the first serve,
+        #: not here: a module served by uvicorn may well say ``wsgi = app.wsgi``).
+        self._warned = False
         _apps.add(app)
-        ws = [r.path for r in app.routes if r.websocket]
-        if ws:
-            logger.warning(
-                "WebSocket routes are served only by the ASGI entry point (app.asgi); "
-                "under app.wsgi they answer 501: %s",
-                ", ".join(ws),
-            )
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: StartResponse = _no_start_response
+    ) -> Iterable[bytes]:
         # Each request runs in a context of its own (a copy of the server thread's):
         # what its steps set is seen by its later steps, never by the thread's next
         # request. Async steps run in copies on the shared loop; what they set comes
         # back into this context when they return (see _concurrency.call_on_loop).
         if not self.app._started:
+            if start_response is _no_start_response:
+                # one argument: an ASGI 2 call (``uvicorn mod:app.wsgi``), never
+                # a WSGI server's; checked here, off the started app's path
+                return wsgi_called_by_asgi(self.app, environ)  # type: ignore[no-any-return]
             # in a context of its own: what startup sets is seen by no request
             # (as under an ASGI server, where the lifespan is a task of its own)
             failure = _copy_context().run(self.startup)
@@ -378,6 +386,15 @@ class WSGIAdapter:
         with app._start_lock:
             if app._started:
                 return None
+            if not self._warned:
+                self._warned = True
+                ws = [r.path for r in app.routes if r.websocket]
+                if ws:
+                    logger.warning(
+                        "WebSocket routes are served only by the ASGI entry point (app.asgi); "
+                        "under app.wsgi they answer 501: %s",
+                        ", ".join(ws),
+                    )
             if app._startup_error is not None:
                 logger.error("Not serving the request: the application's startup failed")
                 return server_error(app, app._startup_error)

@@ -52,13 +52,27 @@ class Server:
         return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
-def command(kind: str, module: str, port: int, *, threads: int = 8, workers: int = 1) -> list[str]:
+#: What each server serves by default: the entry point the docs name for it.
+ENTRY_POINTS = {"uvicorn": "app.asgi", "waitress": "app.wsgi", "gunicorn": "wsgi"}
+
+
+def command(
+    kind: str,
+    module: str,
+    port: int,
+    *,
+    threads: int = 8,
+    workers: int = 1,
+    attr: str | None = None,
+) -> list[str]:
     """The command line a user would type: ``uvicorn mod:app.asgi``, ``waitress-serve
-    mod:app.wsgi``, ``gunicorn mod:wsgi`` (gunicorn refuses attribute paths)."""
+    mod:app.wsgi``, ``gunicorn mod:wsgi`` (gunicorn refuses attribute paths); `attr`
+    serves another object of the module (``attr="app"``: ``uvicorn mod:app``)."""
+    target = f"{module}:{attr or ENTRY_POINTS[kind]}"
     if kind == "uvicorn":
         return [
             str(BIN / "uvicorn"),
-            f"{module}:app.asgi",
+            target,
             "--host", "127.0.0.1",
             "--port", str(port),
             "--workers", str(workers),
@@ -69,7 +83,7 @@ def command(kind: str, module: str, port: int, *, threads: int = 8, workers: int
             str(BIN / "waitress-serve"),
             f"--listen=127.0.0.1:{port}",
             f"--threads={threads}",
-            f"{module}:app.wsgi",
+            target,
         ]
     if kind == "gunicorn":
         return [
@@ -80,7 +94,7 @@ def command(kind: str, module: str, port: int, *, threads: int = 8, workers: int
             "--worker-class", "gthread",
             "--threads", str(threads),
             "--graceful-timeout", "5",
-            f"{module}:wsgi",
+            target,
         ]  # fmt: skip
     raise ValueError(kind)
 
@@ -104,8 +118,11 @@ def serve(
     workers: int = 1,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    attr: str | None = None,
 ) -> Iterator[Server]:
-    """Run `module` (importable from the project root) under server `kind`."""
+    """Run `module` (importable from the project root) under server `kind`
+    (`attr`: the object served, see `command`); RuntimeError, with the log,
+    if the server exits before it listens."""
     port = free_port()
     fd, name = tempfile.mkstemp(prefix=f"microweb-{kind}-", suffix=".log")
     os.close(fd)
@@ -113,7 +130,7 @@ def serve(
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command(kind, module, port, threads=threads, workers=workers),
+            command(kind, module, port, threads=threads, workers=workers, attr=attr),
             cwd=ROOT,
             env=full_env,
             stdout=log,

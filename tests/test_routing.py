@@ -480,8 +480,9 @@ def test_handler_parameters_filled_by_name_and_annotation(make_client: MakeClien
         return {"path": req.path, "x": x, "flag": flag}
 
     @app.get("/b/{x}/{y}")
-    async def partial(y: str) -> dict[str, str]:
-        return {"y": y}
+    async def partial(request: Request, y: str) -> dict[str, str]:
+        # x is not a parameter of its own, but the request is: request.path_params
+        return {"y": y, "x": request.path_params["x"]}
 
     @app.get("/c/{x}")
     def kwargs(**params: str) -> dict[str, str]:
@@ -489,7 +490,7 @@ def test_handler_parameters_filled_by_name_and_annotation(make_client: MakeClien
 
     client = make_client(app)
     assert client.get("/a/1").json() == {"path": "/a/1", "x": "1", "flag": True}
-    assert client.get("/b/1/2").json() == {"y": "2"}
+    assert client.get("/b/1/2").json() == {"y": "2", "x": "1"}
     assert client.get("/c/9").json() == {"x": "9"}
 
 

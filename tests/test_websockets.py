@@ -270,16 +270,33 @@ def test_http_request_to_a_websocket_path(make_client: MakeClient, protocol: str
     assert client.get("/both").text == "http"  # a path with an HTTP route too
 
 
-def test_creating_the_wsgi_entry_point_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_serving_the_wsgi_entry_point_warns_once(
+    make_client: MakeClient, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
     app = App()
 
     @app.websocket("/ws/{room}")
     async def ws(websocket: WebSocket) -> None: ...
 
+    @app.get("/")
+    def index() -> str:
+        return "hi"
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
     with caplog.at_level(logging.WARNING, logger="microweb"):
-        app.wsgi  # noqa: B018 - creating it is what logs
+        # a module served by uvicorn may well say `wsgi = app.wsgi`: no warning for that
         app.wsgi  # noqa: B018
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "/ws/{room}" in warnings[0].getMessage()
-    assert "app.asgi" in warnings[0].getMessage()
+        app.wsgi  # noqa: B018
+        assert warnings() == []
+        client = make_client(app)
+        assert client.get("/").text == "hi"
+        if protocol == "asgi":
+            assert warnings() == []
+        else:  # the first request the WSGI entry point serves warns, once
+            [warning] = warnings()
+            assert "/ws/{room}" in warning
+            assert "app.asgi" in warning
+        assert client.get("/").text == "hi"
+        assert len(warnings()) == (0 if protocol == "asgi" else 1)

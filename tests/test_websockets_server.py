@@ -113,9 +113,17 @@ def test_under_wsgi_a_websocket_path_gets_501(kind: str) -> None:
         log = server.log()
     assert r.status_code == 501
     assert "app.asgi" in r.json()["detail"]
-    # creating the WSGI entry point logged one warning that names the routes
+    # serving the WSGI entry point logged one warning that names the routes
     assert log.count("WebSocket routes are served only by the ASGI entry point") == 1
     assert "/watch/{tag}" in log
+
+
+def test_uvicorn_logs_no_wsgi_warning_for_a_module_that_names_app_wsgi(
+    uvicorn_server: Server,
+) -> None:
+    # ws_app says `wsgi = app.wsgi` (for gunicorn); uvicorn never serves it
+    assert httpx.get(uvicorn_server.url + "/echo").status_code == 426
+    assert "WebSocket routes are served only" not in uvicorn_server.log()
 
 
 def test_a_thousand_concurrent_connections_each_echo(uvicorn_server: Server) -> None:
