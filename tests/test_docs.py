@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import inspect
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
 import microweb
+import microweb.middleware
+import microweb.testing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +81,62 @@ def test_no_install_under_the_old_name() -> None:
         f"a distribution named 'microweb' is installed in {stale}: "
         "pip uninstall -y microweb && pip install -e '.[dev]'"
     )
+
+
+#: The modules whose ``__all__`` is the public API.
+PUBLIC_MODULES = [microweb, microweb.testing, microweb.middleware]
+
+
+def public_names() -> list[str]:
+    """``microweb.App``, ``microweb.testing.TestClient``, ...: each name in the ``__all__``s."""
+    return [f"{module.__name__}.{name}" for module in PUBLIC_MODULES for name in module.__all__]
+
+
+def _resolve(qualified: str) -> Any:
+    module_name, _, name = qualified.rpartition(".")
+    module: ModuleType = next(m for m in PUBLIC_MODULES if m.__name__ == module_name)
+    return getattr(module, name)
+
+
+def public_members(cls: type) -> Iterator[tuple[str, type, Any]]:
+    """The public methods and properties of `cls` that microweb defines (inherited ones too)."""
+    seen: set[str] = set()
+    for klass in cls.__mro__:  # the first definition of a name is the one used
+        for name, value in vars(klass).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            if name.startswith("_") or not klass.__module__.startswith("microweb"):
+                continue
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            if inspect.isfunction(value) or isinstance(value, property | functools.cached_property):
+                yield name, klass, value
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    undocumented = []
+    for qualified in public_names():
+        obj = _resolve(qualified)
+        if not (obj.__doc__ or "").strip():  # a class's own, never its base's
+            undocumented.append(qualified)
+        if inspect.isclass(obj):
+            undocumented += [
+                f"{qualified}.{name} (defined in {klass.__module__}.{klass.__qualname__})"
+                for name, klass, value in public_members(obj)
+                if not (value.__doc__ or "").strip()
+            ]
+    assert not undocumented, "no docstring:\n" + "\n".join(sorted(set(undocumented)))
+
+
+def test_the_api_reference_lists_every_public_name() -> None:
+    # docs/reference.md renders each name with mkdocstrings' `::: microweb.X`
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    listed = re.findall(r"^::: ([\w.]+)\s*$", reference, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(set(listed)), "a name is listed twice"
+    assert set(listed) == set(public_names()), (
+        f"add to docs/reference.md (a `::: name` line each): "
+        f"{sorted(set(public_names()) - set(listed))}; "
+        f"listed there but not public: {sorted(set(listed) - set(public_names()))}"
+    )
+    assert "reference.md" in (ROOT / "mkdocs.yml").read_text()
