@@ -1,7 +1,7 @@
 """A small JSON CRUD API over an in-memory store: todos under ``/api``.
 
     uvicorn examples.crud:app.asgi
-    waitress-serve examples.crud:app.wsgi
+    waitress-serve --listen=127.0.0.1:8000 examples.crud:app.wsgi
     gunicorn examples.crud:wsgi          # one worker: the store lives in the process
 
     curl -i localhost:8000/api/todos -H 'content-type: application/json' \\

@@ -3,7 +3,7 @@
 One module, either kind of server (from the project's root)::
 
     uvicorn examples.hello:app.asgi
-    waitress-serve examples.hello:app.wsgi
+    waitress-serve --listen=127.0.0.1:8000 examples.hello:app.wsgi
     gunicorn examples.hello:wsgi
     python -m examples.hello             # app.run(): uvicorn, for development
 

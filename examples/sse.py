@@ -1,7 +1,7 @@
 """Server-Sent Events: a page whose script shows a live counter from ``/events``.
 
     uvicorn examples.sse:app.asgi
-    waitress-serve --threads=16 examples.sse:app.wsgi    # each open page holds a thread
+    waitress-serve --listen=127.0.0.1:8000 --threads=16 examples.sse:app.wsgi  # a thread per page
     gunicorn --worker-class gthread --threads 16 examples.sse:wsgi
 
 Open http://localhost:8000/ in a browser, or watch the stream itself::

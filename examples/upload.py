@@ -1,7 +1,7 @@
 """File uploads: a form, uploads saved under server-chosen names, a listing, downloads.
 
     uvicorn examples.upload:app.asgi
-    waitress-serve examples.upload:app.wsgi
+    waitress-serve --listen=127.0.0.1:8000 examples.upload:app.wsgi
     MICROWEB_UPLOAD_DIR=/srv/uploads gunicorn examples.upload:wsgi --workers 4
 
     open http://localhost:8000/                                  # the form

@@ -43,6 +43,8 @@ class App(Registrar):
     413), the form limits `max_form_fields`, `max_form_files` and
     `max_form_field_size`, `thread_limit` (worker threads for ``def`` handlers
     under ASGI) and `lifespan` (``fn(app)`` returning an async context manager).
+    All but `lifespan` are kept as attributes of the same name; `app.state` is
+    a namespace for your application-wide objects.
     """
 
     def __init__(

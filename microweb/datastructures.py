@@ -236,9 +236,11 @@ class MultiDict(Generic[V]):
     @overload
     def get(self, key: str, default: D) -> V | D: ...
     def get(self, key: str, default: object = None) -> object:
+        """The first value of `key`, or `default` when it is absent."""
         return self._dict.get(key, default)
 
     def getall(self, key: str) -> list[V]:
+        """Every value of `key`, in order (``[]`` when it is absent)."""
         return [v for k, v in self._list if k == key]
 
     def __getitem__(self, key: str) -> V:
@@ -254,15 +256,19 @@ class MultiDict(Generic[V]):
         return len(self._dict)
 
     def keys(self) -> list[str]:
+        """Each key once, in the order of first appearance."""
         return list(self._dict)
 
     def values(self) -> list[V]:
+        """The first value of each key."""
         return list(self._dict.values())
 
     def items(self) -> list[tuple[str, V]]:
+        """Each key once, with its first value."""
         return list(self._dict.items())
 
     def multi_items(self) -> list[tuple[str, V]]:
+        """Every ``(key, value)`` pair in order, repeated keys included."""
         return list(self._list)
 
     def __eq__(self, other: object) -> bool:
@@ -310,9 +316,11 @@ class UploadFile:
         self.size = size
 
     def read(self, size: int = -1) -> bytes:
+        """Read up to `size` bytes of the content (by default, all that is left)."""
         return self.file.read(size)
 
     def seek(self, offset: int) -> None:
+        """Move to byte `offset` of the content (``seek(0)`` to read it again)."""
         self.file.seek(offset)
 
     def save(self, path: str | os.PathLike[str]) -> int:
@@ -325,6 +333,7 @@ class UploadFile:
         return written
 
     def close(self) -> None:
+        """Close the file; a temporary file on disk is removed."""
         self.file.close()
 
     def __repr__(self) -> str:

@@ -136,6 +136,7 @@ class HTTPConnection:
 
     @property
     def headers(self) -> Headers:
+        """The request's header fields (case-insensitive; `getall` for repeated ones)."""
         h = self._headers
         if h is None:
             h = self._headers = self._channel.headers()
@@ -143,6 +144,7 @@ class HTTPConnection:
 
     @property
     def query_params(self) -> QueryParams:
+        """The query string's parameters (`get` the first value, `getall` every one)."""
         q = self._query
         if q is None:
             q = self._query = QueryParams(parse_qsl(self.query_string))
@@ -150,6 +152,7 @@ class HTTPConnection:
 
     @property
     def cookies(self) -> dict[str, str]:
+        """The ``Cookie`` header's cookies by name (the first of a repeated name wins)."""
         c = self._cookies
         if c is None:
             fields = self.headers.getall("cookie")
@@ -174,6 +177,7 @@ class HTTPConnection:
 
     @property
     def state(self) -> State:
+        """A namespace for your own values, for this request (or WebSocket) only."""
         s = self._state
         if s is None:
             s = self._state = State()
@@ -212,7 +216,14 @@ class HTTPConnection:
 
 
 class Request(HTTPConnection):
-    """An HTTP request. Body methods are awaited in async code, called in sync code."""
+    """An HTTP request. Body methods are awaited in async code, called in sync code.
+
+    Besides the properties and methods below, it has plain attributes:
+    `method` (upper-case), `path` (decoded, without the query string and the
+    root path), `raw_path` (as sent), `query_string`, `root_path`, `scheme`,
+    `path_params` (the converted path parameters), `route` (the matched
+    route, or None) and `app`.
+    """
 
     __slots__ = ("_body", "_consumer", "_declared", "_form", "_json", "_streamed")
 
@@ -257,6 +268,7 @@ class Request(HTTPConnection):
     # ---------------------------------------------------------- headers
     @property
     def content_type(self) -> str | None:
+        """The ``Content-Type`` header, or None."""
         return self.headers.get("content-type")
 
     @property

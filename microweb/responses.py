@@ -235,10 +235,14 @@ def _attribute(value: str, what: str) -> str:
 
 
 class HTMLResponse(Response):
+    """`content` (str or bytes) as ``text/html; charset=utf-8``."""
+
     media_type = "text/html"
 
 
 class PlainTextResponse(Response):
+    """`content` (str or bytes) as ``text/plain; charset=utf-8``."""
+
     media_type = "text/plain"
 
 
@@ -257,6 +261,7 @@ class JSONResponse(Response):
         super().__init__(data, status, headers, media_type)
 
     def render(self, content: Any) -> bytes:
+        """`content` as compact UTF-8 JSON."""
         return json_dumps(content)
 
 

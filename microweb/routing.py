@@ -360,24 +360,31 @@ class Registrar:
         return decorator
 
     def get(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``GET`` (and ``HEAD``) requests to `path`."""
         return self.route(path, ["GET"], name)
 
     def post(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``POST`` requests to `path`."""
         return self.route(path, ["POST"], name)
 
     def put(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``PUT`` requests to `path`."""
         return self.route(path, ["PUT"], name)
 
     def patch(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``PATCH`` requests to `path`."""
         return self.route(path, ["PATCH"], name)
 
     def delete(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``DELETE`` requests to `path`."""
         return self.route(path, ["DELETE"], name)
 
     def head(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``HEAD`` requests to `path`."""
         return self.route(path, ["HEAD"], name)
 
     def options(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``OPTIONS`` requests to `path`."""
         return self.route(path, ["OPTIONS"], name)
 
     def websocket(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
@@ -411,10 +418,15 @@ class Router(Registrar):
         self.specs.append(spec)
 
     def before_request(self, fn: Handler) -> Handler:
+        """Run ``fn(request)`` before this router's handlers; a non-None return answers instead."""
         self._hooks.before.append(Hook.of(fn))
         return fn
 
     def after_request(self, fn: Handler) -> Handler:
+        """Run ``fn(request, response)`` after this router's handlers.
+
+        A Response it returns replaces the response.
+        """
         self._hooks.after.append(Hook.of(fn))
         return fn
 

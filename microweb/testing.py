@@ -122,6 +122,7 @@ class WebSocketTestSession:
         return message  # type: ignore[no-any-return]
 
     def receive(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The app's next raw ASGI message; its close raises `WebSocketDisconnect`."""
         message = self._next(timeout)
         if message["type"] == "websocket.close":
             self._closed = True
@@ -129,35 +130,43 @@ class WebSocketTestSession:
         return message
 
     def receive_text(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The app's next message, which must be text."""
         message = self.receive(timeout)
         if message.get("text") is None:
             raise TypeError("expected a text message")
         return message["text"]  # type: ignore[no-any-return]
 
     def receive_bytes(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """The app's next message, which must be binary."""
         message = self.receive(timeout)
         if message.get("bytes") is None:
             raise TypeError("expected a binary message")
         return message["bytes"]  # type: ignore[no-any-return]
 
     def receive_json(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """The app's next message parsed as JSON."""
         message = self.receive(timeout)
         text = message.get("text")
         return json.loads(text if text is not None else message["bytes"])
 
     def send(self, message: dict[str, Any]) -> None:
+        """Send a raw ASGI message to the app."""
         self._to_app.put(message)
 
     def send_text(self, data: str) -> None:
+        """Send `data` to the app as a text message."""
         self.send({"type": "websocket.receive", "text": data})
 
     def send_bytes(self, data: bytes) -> None:
+        """Send `data` to the app as a binary message."""
         self.send({"type": "websocket.receive", "bytes": data})
 
     def send_json(self, data: Any) -> None:
+        """Send `data` to the app as JSON in a text message."""
         self.send_text(json.dumps(data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        """Disconnect with `code`, then wait for the app's handler to end (``with`` does this)."""
         if not self._closed:
             self._closed = True
             self._to_app.put({"type": "websocket.disconnect", "code": code, "reason": reason})
@@ -278,10 +287,12 @@ class TestClient(httpx.Client):
                 raise RuntimeError(f"application shutdown failed: {message.get('message', '')}")
 
     def request(self, *args: Any, **kwargs: Any) -> httpx.Response:
+        """Send a request, as `httpx.Client.request` does, after running startup if needed."""
         self.startup()
         return super().request(*args, **kwargs)
 
     def send(self, *args: Any, **kwargs: Any) -> httpx.Response:
+        """Send a built request, as `httpx.Client.send` does, after running startup if needed."""
         self.startup()
         return super().send(*args, **kwargs)
 
@@ -299,6 +310,7 @@ class TestClient(httpx.Client):
         self.close()
 
     def close(self) -> None:
+        """Run the app's shutdown and close the client (done on ``with`` exit)."""
         try:
             self.shutdown()
         finally:

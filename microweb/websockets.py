@@ -123,10 +123,12 @@ class WebSocket(HTTPConnection):
 
     @property
     def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
         return list(self._channel.scope.get("subprotocols", []))  # type: ignore[union-attr]
 
     @property
     def accepted(self) -> bool:
+        """True once `accept` (or `close`) was called."""
         return self._app_state != _CONNECTING
 
     # --------------------------------------------------------------- control
@@ -182,6 +184,7 @@ class WebSocket(HTTPConnection):
         return message
 
     async def receive_text(self) -> str:
+        """The next message, which must be text (TypeError for a binary one)."""
         message = await self.receive()
         text = message.get("text")
         if text is None:
@@ -189,6 +192,7 @@ class WebSocket(HTTPConnection):
         return text  # type: ignore[no-any-return]
 
     async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary (TypeError for a text one)."""
         message = await self.receive()
         data = message.get("bytes")
         if data is None:
@@ -196,6 +200,7 @@ class WebSocket(HTTPConnection):
         return data  # type: ignore[no-any-return]
 
     async def receive_json(self) -> Any:
+        """The next message (text, or UTF-8 bytes) parsed as JSON."""
         message = await self.receive()
         text = message.get("text")
         if text is None:
@@ -203,6 +208,7 @@ class WebSocket(HTTPConnection):
         return json.loads(text)
 
     async def iter_text(self) -> AsyncIterator[str]:
+        """Each text message, until the client disconnects: ``async for text in ws.iter_text()``."""
         try:
             while True:
                 yield await self.receive_text()
@@ -210,6 +216,7 @@ class WebSocket(HTTPConnection):
             return
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Each binary message, until the client disconnects."""
         try:
             while True:
                 yield await self.receive_bytes()
@@ -217,6 +224,7 @@ class WebSocket(HTTPConnection):
             return
 
     async def iter_json(self) -> AsyncIterator[Any]:
+        """Each message parsed as JSON, until the client disconnects."""
         try:
             while True:
                 yield await self.receive_json()
@@ -225,12 +233,15 @@ class WebSocket(HTTPConnection):
 
     # ------------------------------------------------------------------ send
     async def send_text(self, data: str) -> None:
+        """Send `data` as a text message."""
         await self._send_message({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send `data` as a binary message."""
         await self._send_message({"type": "websocket.send", "bytes": bytes(data)})
 
     async def send_json(self, data: Any) -> None:
+        """Send `data` as compact JSON in a text message."""
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         await self._send_message({"type": "websocket.send", "text": text})
 

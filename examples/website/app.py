@@ -1,7 +1,7 @@
 """A small server-rendered site: templates, a login form with sessions, static files.
 
     uvicorn examples.website.app:app.asgi
-    waitress-serve examples.website.app:app.wsgi
+    waitress-serve --listen=127.0.0.1:8000 examples.website.app:app.wsgi
 
 Log in as ada / lovelace. Set MICROWEB_SECRET to keep sessions across
 restarts (and across worker processes: every worker must share the key).

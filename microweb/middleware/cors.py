@@ -61,6 +61,7 @@ class CORS:
             )
 
     def install(self, app: App) -> None:
+        """Add this middleware's hooks to `app` (``app.add_middleware(...)`` calls it)."""
         app._add_hooks(before=Hook.inline(self.preflight), after=Hook.inline(self.mark))
 
     def _origin_allowed(self, origin: str) -> bool:

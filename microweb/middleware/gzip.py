@@ -53,9 +53,11 @@ class GZip:
         self.compresslevel = compresslevel
 
     def install(self, app: App) -> None:
+        """Add this middleware's hooks to `app` (``app.add_middleware(...)`` calls it)."""
         app._add_hooks(after=Hook.inline(self.compress))
 
     def compress(self, request: Request, response: Response) -> None:
+        """The after-hook: compress `response` in place when `request` accepts gzip."""
         from ..files import FileResponse
 
         h = response.headers

@@ -119,6 +119,7 @@ class Sessions:
         self.domain = domain
 
     def install(self, app: App) -> None:
+        """Add this middleware's hooks to `app` (``app.add_middleware(...)`` calls it)."""
         if app._session_loader is not None:
             raise RuntimeError("the app has a Sessions middleware already")
         app._session_loader = self  # request.session loads on first use, in any hook
@@ -165,6 +166,7 @@ class Sessions:
         return Session(self.decode(value) or {}, had_cookie=value is not None)
 
     def save(self, request: Request, response: Response) -> None:
+        """The after-hook: set (or delete) the cookie when the session changed."""
         session = request._session
         if not isinstance(session, Session):
             return  # never used: nothing to write, nothing to vary on

@@ -37,9 +37,11 @@ class TrustedHost:
         self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
 
     def install(self, app: App) -> None:
+        """Add this middleware's hooks to `app` (``app.add_middleware(...)`` calls it)."""
         app._add_hooks(before=Hook.inline(self.check))
 
     def allowed(self, host_header: str | None) -> bool:
+        """Whether a ``Host`` header value names one of the allowed hosts."""
         if self.allow_any:
             return True
         if not host_header:
@@ -51,5 +53,6 @@ class TrustedHost:
         return host in self.exact or any(host.endswith(s) for s in self.suffixes)
 
     def check(self, request: Request) -> None:
+        """The before-hook: HTTPException(400) when the request's host is not allowed."""
         if not self.allowed(request.headers.get("host")):
             raise HTTPException(400, "Invalid host header")
