@@ -45,14 +45,17 @@ def app_called(app: App, args: tuple[Any, ...]) -> Any:
                 f"`wsgi = {name}.wsgi` in {module} and run `gunicorn {module}:wsgi`"
             )
         elif software.startswith("waitress"):
-            message += f"WSGI entry point instead: `waitress-serve {module}:{name}.wsgi`"
+            message += (
+                "WSGI entry point instead: "
+                f"`waitress-serve --listen=127.0.0.1:8000 {module}:{name}.wsgi`"
+            )
         else:
             message += f"WSGI entry point instead: {module}:{name}.wsgi"
         raise TypeError(message)
     raise TypeError(
         f"{module}:{name} is a microweb App, not itself a server application: serve "
         f"{name}.asgi with an ASGI server (`uvicorn {module}:{name}.asgi`) or {name}.wsgi "
-        f"with a WSGI server (`waitress-serve {module}:{name}.wsgi`)"
+        f"with a WSGI server (`waitress-serve --listen=127.0.0.1:8000 {module}:{name}.wsgi`)"
     )
 
 

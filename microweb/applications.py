@@ -96,7 +96,8 @@ class App(Registrar):
     # ------------------------------------------------------------ entry points
     @cached_property
     def wsgi(self) -> WSGIAdapter:
-        """The PEP 3333 callable: ``waitress-serve mod:app.wsgi``; ``wsgi = app.wsgi``."""
+        """The PEP 3333 callable: ``waitress-serve --listen=127.0.0.1:8000 mod:app.wsgi``;
+        ``wsgi = app.wsgi`` in the module for ``gunicorn mod:wsgi``."""
         from .wsgi import WSGIAdapter
 
         return WSGIAdapter(self)

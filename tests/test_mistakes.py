@@ -63,7 +63,11 @@ async def lifespan_events(instance: Any, asgi3: bool, scope: dict[str, Any]) -> 
 @pytest.mark.parametrize(
     ("software", "fix"),
     [
-        ("waitress", "serve its WSGI entry point instead: `waitress-serve myapp:app.wsgi`"),
+        (
+            "waitress",
+            "serve its WSGI entry point instead: "
+            "`waitress-serve --listen=127.0.0.1:8000 myapp:app.wsgi`",
+        ),
         ("gunicorn/27.0.1", "write `wsgi = app.wsgi` in myapp and run `gunicorn myapp:wsgi`"),
         ("WSGIServer/0.2", "serve its WSGI entry point instead: myapp:app.wsgi"),
     ],
@@ -161,7 +165,11 @@ def test_uvicorn_refuses_to_start_on_the_wrong_object(attr: str, first_line: str
 @pytest.mark.parametrize(
     ("kind", "fix"),
     [
-        ("waitress", f"serve its WSGI entry point instead: `waitress-serve {MODULE}:app.wsgi`"),
+        (
+            "waitress",
+            "serve its WSGI entry point instead: "
+            f"`waitress-serve --listen=127.0.0.1:8000 {MODULE}:app.wsgi`",
+        ),
         ("gunicorn", f"write `wsgi = app.wsgi` in {MODULE} and run `gunicorn {MODULE}:wsgi`"),
     ],
 )
