@@ -14,7 +14,7 @@ from typing import Any
 
 from .routing import is_coroutine_function
 
-__all__ = ["BackgroundTask", "BackgroundTasks", "log_failure", "tasks_of"]
+__all__ = ["BackgroundTask", "BackgroundTasks"]
 
 logger = logging.getLogger("microweb")
 

@@ -36,6 +36,7 @@ from microweb import (
 from microweb._wsgi_bodies import StreamAborted
 from tests.apps.background_app import CHUNKS
 from tests.conftest import MakeClient
+from tests.raw import scope
 from tests.servers import SERVERS, Server, serve
 
 #: How long a task waits for the test to release it.
@@ -416,6 +417,72 @@ def test_a_response_without_tasks_is_still_a_plain_list_under_wsgi() -> None:
     body = call("/bg")
     assert list(body) == [b"hi"]
     body.close()
+
+
+# --------------------------------------------------------------------------
+# ASGI: a send that fails, a request the server cancels
+# --------------------------------------------------------------------------
+
+
+def test_asgi_tasks_run_when_sending_fails() -> None:
+    # (uvicorn's send after a disconnect returns quietly; another server may raise)
+    ran: list[str] = []
+    app = App()
+
+    @app.get("/")
+    def index() -> Response:
+        return PlainTextResponse("lost", background=BackgroundTask(ran.append, "cleanup"))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the connection is gone")
+
+    async def main() -> None:
+        with pytest.raises(OSError, match="the connection is gone"):
+            await app.asgi(scope(), receive, send)
+
+    asyncio.run(main())
+    assert ran == ["cleanup"]
+
+
+def test_asgi_tasks_of_a_cancelled_request_are_reported_not_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+    app = App()
+
+    @app.get("/")
+    async def index() -> Response:
+        async def never_ends() -> AsyncIterator[bytes]:
+            yield b"first"
+            await asyncio.Event().wait()
+
+        return StreamingResponse(never_ends(), background=BackgroundTask(ran.append, "task"))
+
+    async def main() -> None:
+        sent = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()  # the client neither sends nor leaves
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if message.get("body"):
+                sent.set()
+
+        request = asyncio.ensure_future(app.asgi(scope(), receive, send))
+        await asyncio.wait_for(sent.wait(), DEADLINE)
+        request.cancel()  # as a server that shuts down does
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    with caplog.at_level(logging.WARNING, logger="microweb"):
+        asyncio.run(main())
+    assert ran == []
+    assert any("not run" in r.getMessage() for r in caplog.records if r.name == "microweb")
 
 
 # --------------------------------------------------------------------------
