@@ -1,6 +1,7 @@
 """microweb: one app, served by WSGI and ASGI servers alike."""
 
 from .applications import App
+from .background import BackgroundTask, BackgroundTasks
 from .datastructures import FormData, UploadFile
 from .exceptions import HTTPException, WebSocketDisconnect, abort
 from .files import FileResponse
@@ -21,6 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BackgroundTask",
+    "BackgroundTasks",
     "EventSourceResponse",
     "FileResponse",
     "FormData",

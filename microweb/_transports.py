@@ -13,6 +13,7 @@ import io
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from .testing import TestClient
 
 __all__ = ["ASGITransport", "WSGITransport"]
+
+#: Seconds a closed response waits for the ASGI app to return (its background tasks).
+APP_RETURN_TIMEOUT = 60.0
 
 # --------------------------------------------------------------------------
 # WSGI
@@ -149,6 +153,8 @@ class _ASGIStream(httpx.SyncByteStream):
     def __init__(self, messages: queue.Queue[Any], done: threading.Event) -> None:
         self._messages = messages
         self._done = done
+        self._complete = False  # the app sent the body's end
+        self._returned = False
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -156,16 +162,36 @@ class _ASGIStream(httpx.SyncByteStream):
             if isinstance(message, BaseException):
                 raise message
             if message is None:  # the app returned: a cut-short body, as a server shows it
+                self._returned = True
                 raise httpx.RemoteProtocolError("the app ended the response before its body")
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 if body:
                     yield body
                 if not message.get("more_body", False):
+                    self._complete = True
                     return
 
     def close(self) -> None:
-        self._done.set()
+        self._done.set()  # a client that leaves early: the app hears http.disconnect
+        if self._complete:
+            self._wait_for_return()
+
+    def _wait_for_return(self) -> None:
+        """Wait for the app to return after a whole response, as under WSGI (where
+        close() runs them): the response's background tasks have run when the
+        call that sent the request returns. (A client that left early does not
+        wait: a stream may take a while to notice.)"""
+        deadline = time.monotonic() + APP_RETURN_TIMEOUT
+        while not self._returned:
+            try:
+                message = self._messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(
+                    f"the app had not returned {APP_RETURN_TIMEOUT:g} s after sending its "
+                    "response (a background task that does not end?)"
+                ) from None
+            self._returned = message is None
 
 
 def _rechunk(stream: Any, size: int = 65536) -> Iterator[bytes]:  # a SyncByteStream

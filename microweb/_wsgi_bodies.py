@@ -11,6 +11,10 @@ a blocked ``next()`` cannot time out.
 A stream that fails half-way raises `StreamAborted` to the server (after
 logging the cause), so the server drops the connection instead of ending
 the body as if it were whole.
+
+A response with background tasks is wrapped in `WithBackground`: the server
+calls its ``close()`` once it has written the body (or given up on a client
+that left), and the tasks run there, in the server's thread.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import Bridge, Job, _bridge, shared_loop
+from .background import log_failure, tasks_of
 from .responses import chunk_bytes
 
 if TYPE_CHECKING:
+    from .background import BackgroundTask
     from .requests import Request
 
-__all__ = ["AsyncBody", "StreamAborted", "SyncBody", "close_iterable"]
+__all__ = ["AsyncBody", "StreamAborted", "SyncBody", "WithBackground", "close_iterable"]
 
 logger = logging.getLogger("microweb")
 
@@ -266,3 +272,68 @@ class AsyncBody:
     def _cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+class WithBackground:
+    """A response body whose ``close()`` runs the response's background tasks.
+
+    PEP 3333 servers call ``close()`` once they have written the body, and
+    also when the client left half-way: the tasks run in both cases. They run
+    in order in the server's thread, in `ctx` (a copy of the request's
+    context); an ``async def`` task runs on the shared loop while this thread
+    waits, as async handlers do. A task that raises is logged; the next runs.
+
+    With `detach`, ``close()`` starts them in a thread of their own and
+    returns: waitress writes the end of a chunked body only after ``close()``
+    returns (gunicorn before it calls it), so a streamed body's client would
+    wait for the tasks.
+    """
+
+    __slots__ = ("_background", "_body", "_closed", "_ctx", "_detach")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        background: BackgroundTask,
+        ctx: contextvars.Context,
+        detach: bool = False,
+    ) -> None:
+        self._body = body
+        self._background = background
+        self._ctx = ctx
+        self._detach = detach
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._detach:
+                threading.Thread(
+                    target=self._ctx.run,
+                    args=(run_background, self._background),
+                    name="microweb-background",
+                    daemon=True,
+                ).start()
+            else:
+                self._ctx.run(run_background, self._background)
+
+
+def run_background(background: BackgroundTask) -> None:
+    """Run the tasks one after another in this (a WSGI) thread, logging failures."""
+    for task in tasks_of(background):
+        try:
+            if task.is_async:
+                shared_loop.call(task.func, task.args, task.kwargs)
+            else:
+                task.func(*task.args, **task.kwargs)
+        except Exception as exc:
+            log_failure(task, exc)

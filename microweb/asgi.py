@@ -44,6 +44,7 @@ from ._pipeline import (
     target_response,
     unrouted_response,
 )
+from .background import BackgroundTask, log_failure, tasks_of
 from .datastructures import Headers
 from .exceptions import HTTPException
 from .requests import _UNSET, Request
@@ -337,6 +338,7 @@ class ASGIAdapter:
             scope.get("scheme", "http"),
         )
         channel.request = request
+        response: Response | None = None
         try:
             try:
                 leaves = match_request(app, request, segments)
@@ -385,6 +387,30 @@ class ASGIAdapter:
             channel.request = None  # no request <-> channel cycle left for the GC
             if request._form is not None:
                 request._close()
+            # in `finally`: they run also when the client left or the stream failed
+            if response is not None and response.background is not None:
+                await self._run_background(response.background)
+
+    async def _run_background(self, background: BackgroundTask) -> None:
+        """Run a response's tasks in order, after it was sent: ``async def`` ones
+        awaited here, in the request's task, ``def`` ones in the worker pool, as
+        handlers are; each in the request's context. A task that raises is
+        logged and the next one runs."""
+        if _being_cancelled():  # the server cancels the request (it is shutting down)
+            logger.warning("Background tasks not run, the request was cancelled: %r", background)
+            return
+        for task in tasks_of(background):
+            try:
+                if task.is_async:
+                    await task.func(*task.args, **task.kwargs)
+                else:
+                    await self.pool.run(_call, task.func, task.args, task.kwargs)
+            except asyncio.CancelledError as exc:
+                if _really_cancelled():
+                    raise
+                log_failure(task, exc)  # it awaited something that was cancelled
+            except Exception as exc:
+                log_failure(task, exc)
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -470,6 +496,10 @@ class ASGIAdapter:
                 return
 
 
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
 def _log_startup_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("Application startup failed", exc_info=exc)
@@ -480,6 +510,12 @@ def _really_cancelled() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or bool(cancelling())
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task is known to be cancelled (never known before 3.11)."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is not None and bool(cancelling())
 
 
 async def _send_plain(send: Send, response: Response) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from .responses import Response
 
 if TYPE_CHECKING:
+    from .background import BackgroundTask
     from .requests import HTTPConnection
 
 __all__ = ["MAX_RANGES", "FileResponse", "content_disposition", "parse_range"]
@@ -158,6 +159,7 @@ class FileResponse(Response):
         media_type: str | None = None,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
         *,
         stat_result: os.stat_result | None = None,
     ) -> None:
@@ -168,7 +170,7 @@ class FileResponse(Response):
         if media_type is None:
             guessed, encoding = mimetypes.guess_type(filename or self.path)
             media_type = guessed if guessed and not encoding else "application/octet-stream"
-        super().__init__(b"", status, headers, media_type)
+        super().__init__(b"", status, headers, media_type, background)
         self.size = st.st_size
         self.mtime = st.st_mtime
         tag = f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}".encode()

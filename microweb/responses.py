@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from ._parsers import quote_cookie
+from .background import BackgroundTask
 from .datastructures import MutableHeaders, check_header_name, check_header_value
 from .exceptions import HTTPException, reason_phrase
 
@@ -102,7 +103,9 @@ class Response:
 
     `content` may be bytes or str (encoded as UTF-8). `media_type` sets
     ``Content-Type`` (text types get ``charset=utf-8``). ``Content-Length`` is
-    added when the response is sent.
+    added when the response is sent. `background` (a `BackgroundTask` or
+    `BackgroundTasks`, also settable later as ``response.background``) runs
+    once the response has been sent.
     """
 
     media_type: ClassVar[str | None] = None
@@ -112,6 +115,10 @@ class Response:
     #: For a stream: seconds without a chunk after which `keepalive_chunk` is sent.
     keepalive: float | None = None
     keepalive_chunk: bytes = b""
+    #: Work to run once the response has been sent (`BackgroundTask` or
+    #: `BackgroundTasks`); a class attribute, so a response without any costs
+    #: the adapters one attribute check.
+    background: BackgroundTask | None = None
 
     #: True while `render` is Response's own (str is then simply UTF-8 encoded).
     _plain_render: ClassVar[bool] = True
@@ -130,6 +137,7 @@ class Response:
         status: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         if type(status) is not int or not 100 <= status <= 599:
             raise ValueError(f"status must be an int in 100..599, not {status!r}")
@@ -150,6 +158,8 @@ class Response:
             if ct is not None and "content-type" not in h:
                 h._list.append(("content-type", ct))
         self.headers = h
+        if background is not None:
+            self.background = _checked(background)
 
     def _finalize(self, request: Any) -> None:
         """Adapt to the request just before sending (`FileResponse`: ranges, 304)."""
@@ -227,6 +237,15 @@ class Response:
         return f"<{type(self).__name__} {self.status}>"
 
 
+def _checked(background: Any) -> BackgroundTask:
+    if not isinstance(background, BackgroundTask):
+        raise TypeError(
+            f"background must be a BackgroundTask or BackgroundTasks, not "
+            f"{type(background).__name__}: write background=BackgroundTask(fn, *args, **kwargs)"
+        )
+    return background
+
+
 def _attribute(value: str, what: str) -> str:
     value = check_header_value(value)
     if ";" in value:
@@ -257,8 +276,9 @@ class JSONResponse(Response):
         status: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
-        super().__init__(data, status, headers, media_type)
+        super().__init__(data, status, headers, media_type, background)
 
     def render(self, content: Any) -> bytes:
         """`content` as compact UTF-8 JSON."""
@@ -272,9 +292,15 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%-._~"
 class RedirectResponse(Response):
     """A redirect to `url` (307 by default); non-ASCII is percent-encoded."""
 
-    def __init__(self, url: str, status: int = 307, headers: HeadersArg = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        status: int = 307,
+        headers: HeadersArg = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
         url = check_header_value(str(url))
-        super().__init__(b"", status, headers)
+        super().__init__(b"", status, headers, None, background)
         self.headers["location"] = url if url.isascii() else quote(url, safe=_URL_SAFE)
 
 
@@ -291,10 +317,11 @@ class StreamingResponse(Response):
         status: int = 200,
         headers: HeadersArg = None,
         media_type: str | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         if not isinstance(content, Iterable | AsyncIterable) or isinstance(content, str | bytes):
             raise TypeError("StreamingResponse content must be an iterable or async iterable")
-        super().__init__(b"", status, headers, media_type)
+        super().__init__(b"", status, headers, media_type, background)
         self.stream = content
 
 

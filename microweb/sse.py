@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .responses import HeadersArg, StreamingResponse
+
+if TYPE_CHECKING:
+    from .background import BackgroundTask
 
 __all__ = ["EventSourceResponse", "format_event"]
 
@@ -81,6 +84,7 @@ class EventSourceResponse(StreamingResponse):
         status: int = 200,
         headers: HeadersArg = None,
         ping: float | None = 15.0,
+        background: BackgroundTask | None = None,
     ) -> None:
         if isinstance(events, AsyncIterable):
             content: Any = _format_async(events)
@@ -88,7 +92,7 @@ class EventSourceResponse(StreamingResponse):
             content = _format_sync(events)
         else:
             raise TypeError("EventSourceResponse takes an iterable or async iterable of events")
-        super().__init__(content, status, headers)
+        super().__init__(content, status, headers, background=background)
         self.headers.setdefault("cache-control", "no-cache")
         self.headers.setdefault("x-accel-buffering", "no")
         if ping is not None and ping <= 0:

@@ -11,6 +11,7 @@ import jinja2
 from .responses import HTMLResponse
 
 if TYPE_CHECKING:
+    from .background import BackgroundTask
     from .requests import HTTPConnection
 
 __all__ = ["TemplateError", "Templates"]
@@ -51,6 +52,7 @@ class Templates:
         request: HTTPConnection | None = None,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
     ) -> HTMLResponse:
         """Render template `name` with `context` into an `HTMLResponse`.
 
@@ -67,7 +69,7 @@ class Templates:
             content = template.render(values)
         except Exception as exc:  # a template bug, whatever it raised
             raise TemplateError(_where(name, _template_line(exc, template), exc)) from exc
-        return HTMLResponse(content, status=status, headers=headers)
+        return HTMLResponse(content, status=status, headers=headers, background=background)
 
 
 def _template_line(exc: BaseException, template: jinja2.Template) -> int | None:

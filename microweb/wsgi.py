@@ -41,7 +41,7 @@ from ._pipeline import (
     target_response,
     unrouted_response,
 )
-from ._wsgi_bodies import AsyncBody, SyncBody, close_iterable
+from ._wsgi_bodies import AsyncBody, SyncBody, WithBackground, close_iterable
 from .datastructures import Headers
 from .exceptions import HTTPException, reason_phrase
 from .files import FileResponse
@@ -352,9 +352,33 @@ class WSGIAdapter:
         if stream is None:
             if request is not None and request._form is not None:
                 request._close()
-            if not has_body or environ["REQUEST_METHOD"] == "HEAD":
-                return []
-            return [response.body]
+            body: Iterable[bytes] = (
+                [] if not has_body or environ["REQUEST_METHOD"] == "HEAD" else [response.body]
+            )
+            if response.background is None:
+                return body
+            detach = False
+        else:
+            body = self._stream(response, stream, has_body, environ, request)
+            if response.background is None:
+                return body
+            # waitress writes the end of a chunked body (one without a length)
+            # after close(): tasks run there would keep the client waiting
+            detach = "waitress.client_disconnected" in environ and not any(
+                k == "content-length" for k, _ in headers
+            )
+        # run by close(), which the server calls once it has sent the body (in
+        # a copy of this, the request's, context: the tasks see what it set)
+        return WithBackground(body, response.background, _copy_context(), detach)
+
+    def _stream(
+        self,
+        response: Response,
+        stream: Iterable[bytes | str] | AsyncIterable[bytes | str],
+        has_body: bool,
+        environ: dict[str, Any],
+        request: Request | None,
+    ) -> Iterable[bytes]:
         if not has_body or environ["REQUEST_METHOD"] == "HEAD":
             close_iterable(stream)
             if request is not None:
@@ -364,7 +388,14 @@ class WSGIAdapter:
             assert isinstance(request, Request)
             return AsyncBody(stream, request, response.keepalive, response.keepalive_chunk)
         wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None and isinstance(response, FileResponse) and response.whole_file:
+        if (
+            wrapper is not None
+            and isinstance(response, FileResponse)
+            and response.whole_file
+            # waitress sends a file wrapper itself, and closes it without telling
+            # the app when: a response with background work is iterated instead
+            and response.background is None
+        ):
             close_iterable(stream)  # not started: the server sends the file itself
             if request is not None and request._form is not None:
                 request._close()

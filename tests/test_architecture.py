@@ -11,6 +11,7 @@ PACKAGE = Path(microweb.__file__).parent
 
 #: The protocol-free core (STYLE.md): it must not know event loops or servers.
 CORE = [
+    "background",
     "routing",
     "_matching",
     "requests",
@@ -74,6 +75,8 @@ def test_exported_names_are_the_documented_ones() -> None:
     assert sorted(microweb.__all__) == sorted(
         [
             "App",
+            "BackgroundTask",
+            "BackgroundTasks",
             "EventSourceResponse",
             "FileResponse",
             "FormData",
