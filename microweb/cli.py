@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import subprocess
@@ -96,6 +97,11 @@ def serve(
             raise _missing("waitress") from None
         if workers > 1:
             raise SystemExit("error: waitress runs one process: use --threads, not --workers")
+        # as waitress-serve does: its INFO lines ("Serving on http://...") are shown,
+        # unless the app set the logger's level itself
+        waitress_logger = logging.getLogger("waitress")
+        if waitress_logger.level == logging.NOTSET:
+            waitress_logger.setLevel(logging.INFO)
         waitress.serve(app.wsgi, host=host, port=port, threads=threads)
     elif server == "gunicorn":
         _gunicorn(app, host, port, workers, threads)

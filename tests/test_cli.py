@@ -63,10 +63,14 @@ def running(args: list[str], cwd: Path = ROOT) -> Iterator[tuple[str, subprocess
 
 @pytest.mark.parametrize("server", ["uvicorn", "waitress", "gunicorn"])
 def test_run_with_each_server(server: str) -> None:
-    with running([MICROWEB, "run", "examples.hello:app", "--server", server]) as (url, _):
+    with running([MICROWEB, "run", "examples.hello:app", "--server", server]) as (url, process):
         r = httpx.get(url + "/")
         assert (r.status_code, r.text) == (200, "Hello, World!")
         assert httpx.get(url + "/users/7").json()["id"] == 7
+        os.killpg(process.pid, signal.SIGTERM)  # the group we started
+        out, _ = process.communicate(timeout=30)
+    # each server says where it serves ("Uvicorn running on", "Serving on", "Listening at:")
+    assert url in out
 
 
 def test_gunicorn_with_several_workers() -> None:
