@@ -187,15 +187,18 @@ from microweb.testing import TestClient
 protocol = sys.argv[1]
 app = App()
 
+def say(*words):  # one write per line: threads print too
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
+
 @app.on_startup
 def start():
     if os.environ.get("FAIL_STARTUP"):
         raise ValueError("no database")
-    print("startup")
+    say("startup")
 
 @app.on_shutdown
 def stop():
-    print("shutdown")
+    say("shutdown")
 
 @app.get("/")
 def index():
@@ -238,7 +241,7 @@ def run_script(tmp_path: Path, body: str, protocol: str, **env: str) -> tuple[in
 
 def test_a_client_never_closed_lets_python_exit(tmp_path: Path, protocol: str) -> None:
     body = """
-    print(TestClient(app, protocol=protocol).get("/").text)
+    say(TestClient(app, protocol=protocol).get("/").text)
     """
     # shutdown runs at exit, as a server's would
     assert run_script(tmp_path, body, protocol) == (0, "startup\nhi\nshutdown\n")
@@ -248,9 +251,9 @@ def test_a_failed_startup_in_with_raises_and_python_exits(tmp_path: Path, protoc
     body = """
     try:
         with TestClient(app, protocol=protocol) as client:
-            print("not reached")
+            say("not reached")
     except RuntimeError as exc:
-        print("raised:", "application startup failed" in str(exc))
+        say("raised:", "application startup failed" in str(exc))
     """
     assert run_script(tmp_path, body, protocol, FAIL_STARTUP="1") == (0, "raised: True\n")
 
@@ -263,7 +266,7 @@ def test_a_failed_startup_without_with_raises_and_python_exits(
     try:
         client.get("/")
     except RuntimeError as exc:
-        print("raised:", "application startup failed" in str(exc))
+        say("raised:", "application startup failed" in str(exc))
     """
     assert run_script(tmp_path, body, protocol, FAIL_STARTUP="1") == (0, "raised: True\n")
 
@@ -271,10 +274,10 @@ def test_a_failed_startup_without_with_raises_and_python_exits(
 def test_a_client_garbage_collected_unclosed(tmp_path: Path, protocol: str) -> None:
     body = """
     client = TestClient(app, protocol=protocol)
-    print(client.get("/").text)
+    say(client.get("/").text)
     del client
     gc.collect()
-    print("collected")
+    say("collected")
     """
     code, out = run_script(tmp_path, body, protocol)
     lines = out.splitlines()
@@ -291,14 +294,14 @@ def test_a_forked_child_collects_its_copy_of_a_client_and_exits(
     # the copy must not wait for that thread, nor run the parent's shutdown
     body = """
     client = TestClient(app, protocol=protocol)
-    print(client.get("/").text)
+    say(client.get("/").text)
     pid = os.fork()
     if pid == 0:
         del client
         gc.collect()
-        print("child exits")
+        say("child exits")
         sys.exit(0)
-    print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    say("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     client.close()
     """
     code, out = run_script(tmp_path, body, protocol)
