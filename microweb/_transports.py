@@ -2,19 +2,24 @@
 
 The WSGI one calls ``app.wsgi`` (inside ``wsgiref.validate.validator``) with an
 environ built as servers build theirs (the raw target in ``RAW_URI``); the
-ASGI one runs ``app.asgi`` on the client's event loop thread and hands the
+ASGI one runs ``app.asgi`` on the client's `LoopThread` and hands the
 response over as it is sent, streamed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
 import contextlib
+import functools
 import io
+import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 from wsgiref.validate import validator
@@ -27,7 +32,7 @@ from ._parsers import quote_path
 if TYPE_CHECKING:
     from .testing import TestClient
 
-__all__ = ["ASGITransport", "WSGITransport"]
+__all__ = ["ASGITransport", "LoopThread", "WSGITransport"]
 
 #: Seconds a closed response waits for the ASGI app to return (its background tasks).
 APP_RETURN_TIMEOUT = 60.0
@@ -147,6 +152,109 @@ class _Closing:
 # --------------------------------------------------------------------------
 # ASGI
 # --------------------------------------------------------------------------
+
+
+#: Seconds each step of stopping a loop may take (the app's shutdown, then the
+#: cancelled tasks' cleanup) before the loop stops anyway.
+STOP_TIMEOUT = 10.0
+
+_live: set[LoopThread] = set()  # loops whose thread runs: stopped at interpreter exit
+
+
+class LoopThread:
+    """An asyncio event loop in a daemon thread: where a TestClient runs ``app.asgi``.
+
+    Lifecycle rules (a test client never keeps Python from exiting):
+
+    - The loop runs until `stop` is called. Stopping first awaits
+      `before_stop` (the client sets it to end the app's lifespan while the
+      app is started), then cancels every task still running, each step
+      bounded by `STOP_TIMEOUT`, then the thread ends.
+    - ``stop()`` (from `TestClient.close`) waits for the thread, bounded.
+      ``stop(wait=False)`` never blocks: it only asks the loop to stop, so it
+      is safe where blocking is not (the garbage collector, finalizers, the
+      loop's own thread). A client runs it when it is garbage-collected
+      unclosed (a `weakref.finalize`).
+    - At interpreter exit, every loop still running is stopped and waited for
+      (bounded): an unclosed client's shutdown hooks run then, as a server's
+      would, and as the WSGI adapter runs them at exit.
+    - The thread is a daemon: a loop that does not stop in time is abandoned
+      at exit, never waited for forever. In a forked child the thread does
+      not exist (only the parent's copy of this object does): `stop` does
+      nothing there.
+    """
+
+    def __init__(self) -> None:
+        self.before_stop: Callable[[], Coroutine[Any, Any, Any]] | None = None
+        self._pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._stopping = self.loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="microweb-test-loop", daemon=True)
+        _live.add(self)
+        _stop_all_at_exit_once()
+        self._thread.start()
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            # a main task that lives as long as the loop (anyio sees a root task)
+            loop.run_until_complete(self._main())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            _live.discard(self)
+            loop.close()
+
+    async def _main(self) -> None:
+        await self._stopping
+        end, self.before_stop = self.before_stop, None
+        if end is not None:
+            with contextlib.suppress(Exception):  # the app logs what its shutdown raised
+                await asyncio.wait_for(end(), STOP_TIMEOUT)
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+
+    def start_task_soon(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` as a task on the loop; its result in a `Future`."""
+        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+
+    def call(
+        self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, timeout: float | None = None
+    ) -> Any:
+        """Run ``fn(*args)`` on the loop and wait for its result (from another thread)."""
+        return self.start_task_soon(fn, *args).result(timeout)
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the loop (see the class docstring); `wait` for its thread, bounded."""
+        if os.getpid() != self._pid:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
+            self.loop.call_soon_threadsafe(_resolve, self._stopping)
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(3 * STOP_TIMEOUT)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _stop_all() -> None:
+    loops = list(_live)
+    for loop in loops:  # all at once, then wait for each
+        loop.stop(wait=False)
+    for loop in loops:
+        loop.stop()
+
+
+@functools.cache
+def _stop_all_at_exit_once() -> None:
+    atexit.register(_stop_all)
 
 
 class _ASGIStream(httpx.SyncByteStream):

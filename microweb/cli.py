@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,6 +97,11 @@ def serve(
             raise _missing("waitress") from None
         if workers > 1:
             raise SystemExit("error: waitress runs one process: use --threads, not --workers")
+        # as waitress-serve does: its INFO lines ("Serving on http://...") are shown,
+        # unless the app set the logger's level itself
+        waitress_logger = logging.getLogger("waitress")
+        if waitress_logger.level == logging.NOTSET:
+            waitress_logger.setLevel(logging.INFO)
         waitress.serve(app.wsgi, host=host, port=port, threads=threads)
     elif server == "gunicorn":
         _gunicorn(app, host, port, workers, threads)
@@ -147,9 +154,27 @@ def routes_table(app: App) -> str:
     )
 
 
+#: Signals that stop ``microweb run --reload``, and its server with it.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 def _reload_loop(argv: Sequence[str]) -> int:
-    """Run this command without --reload in a child; restart it when a .py file changes."""
+    """Run this command without --reload in a child; restart it when a .py file changes.
+
+    Lifecycle rules: the child (the server) never outlives this process. A
+    SIGINT (Ctrl-C), SIGTERM or SIGHUP sent to this process stops the child
+    with SIGTERM, the graceful stop of every server (SIGHUP would make
+    gunicorn reload, and SIGINT after the terminal's own would make uvicorn
+    skip its graceful shutdown), then waits for it to exit (killing it after
+    `_stop_child`'s deadline) and returns 0. A child that exits by itself
+    ends this process with its exit code.
+    """
     child_argv = [sys.executable, "-m", "microweb", *(a for a in argv if a != "--reload")]
+    stopping: list[int] = []  # a handler only records the signal: the loop below acts
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: stopping.append(signum))
 
     def snapshot() -> dict[Path, float]:
         files = {}
@@ -165,24 +190,28 @@ def _reload_loop(argv: Sequence[str]) -> int:
     while True:
         seen = snapshot()
         child = subprocess.Popen(child_argv)
-        try:
-            while child.poll() is None:
-                time.sleep(0.5)  # the development reloader polls the file system
-                if snapshot() != seen:
-                    print("microweb: a file changed, restarting", file=sys.stderr)
-                    break
-            else:
+        while child.poll() is None and not stopping:
+            time.sleep(0.5)  # the development reloader polls the file system
+            if snapshot() != seen:
+                print("microweb: a file changed, restarting", file=sys.stderr)
+                break
+        else:
+            if not stopping:
                 return child.returncode
-        except KeyboardInterrupt:
-            child.terminate()
-            child.wait()
+        _stop_child(child)
+        if stopping:
             return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM `child` and wait for it; SIGKILL it if it is still there after `timeout`."""
+    if child.poll() is None:
         child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,20 +9,21 @@ WebSockets.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import queue
 import threading
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 import anyio
-import anyio.from_thread
 import httpx
 
 from ._parsers import quote_path
-from ._transports import ASGITransport, WSGITransport
+from ._transports import ASGITransport, LoopThread, WSGITransport
 from .exceptions import WebSocketDisconnect
 
 if TYPE_CHECKING:
@@ -183,11 +184,16 @@ class TestClient(httpx.Client):
     """An httpx client bound to `app` through ``app.wsgi`` or ``app.asgi``.
 
     Startup runs before the first request (or on ``with``); shutdown on
-    `close()` or when the ``with`` block ends. Redirects are not followed
-    unless ``follow_redirects=True``, as in httpx. With `root_path`, the app
-    is served as if mounted there by a proxy that strips the prefix (as
-    ``uvicorn --root-path``): request paths without it, the app sees
-    ``root_path`` (``SCRIPT_NAME`` under WSGI).
+    `close()` or when the ``with`` block ends. A startup that fails raises
+    `RuntimeError` (and, on ``with``, closes the client first). A client that
+    is never closed never keeps Python from exiting: its shutdown runs at
+    interpreter exit (and, under ASGI, when the client is garbage-collected,
+    on its event loop, without blocking the collector); see `LoopThread`.
+
+    Redirects are not followed unless ``follow_redirects=True``, as in httpx.
+    With `root_path`, the app is served as if mounted there by a proxy that
+    strips the prefix (as ``uvicorn --root-path``): request paths without it,
+    the app sees ``root_path`` (``SCRIPT_NAME`` under WSGI).
     """
 
     __test__ = False  # not a pytest test class
@@ -208,9 +214,8 @@ class TestClient(httpx.Client):
         self.app = app
         self.protocol = protocol
         self.root_path = root_path
-        self._portal_cm: Any = None
-        self._portal_obj: anyio.from_thread.BlockingPortal | None = None
-        self._lifespan: dict[str, Any] | None = None
+        self._loop: LoopThread | None = None
+        self._loop_finalizer: weakref.finalize[Any, Any]
         self._started = False
         self._lock = threading.RLock()
         transport: httpx.BaseTransport
@@ -221,12 +226,15 @@ class TestClient(httpx.Client):
         super().__init__(transport=transport, base_url=base_url, **kwargs)
 
     # ---------------------------------------------------------------- loop
-    def _portal(self) -> anyio.from_thread.BlockingPortal:
+    def _portal(self) -> LoopThread:
+        """The client's event loop (ASGI), started on first use; see `LoopThread`."""
         with self._lock:
-            if self._portal_obj is None:
-                self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
-                self._portal_obj = self._portal_cm.__enter__()
-            return self._portal_obj
+            if self._loop is None:
+                self._loop = LoopThread()
+                # dropped unclosed: the loop ends the app's lifespan and stops,
+                # without blocking the garbage collector
+                self._loop_finalizer = weakref.finalize(self, self._loop.stop, False)
+            return self._loop
 
     # ----------------------------------------------------------- lifespan
     def startup(self) -> None:
@@ -247,7 +255,7 @@ class TestClient(httpx.Client):
             if failure is not None:
                 raise RuntimeError("application startup failed (see the 'microweb' log)")
             return
-        portal = self._portal()
+        loop = self._portal()
         inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         outbox: queue.Queue[Any] = queue.Queue()
         asgi = self.app.asgi
@@ -263,12 +271,18 @@ class TestClient(httpx.Client):
             outbox.put(message)
 
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
-        future = portal.start_task_soon(asgi, scope, receive, send)
+        future = loop.start_task_soon(asgi, scope, receive, send)
         inbox.put({"type": "lifespan.startup"})
         message = outbox.get(timeout=60)
         if message["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"application startup failed: {message.get('message', '')}")
-        self._lifespan = {"inbox": inbox, "outbox": outbox, "future": future}
+
+        async def end_lifespan() -> Any:  # on the loop; refers to no client (see _portal)
+            inbox.put({"type": "lifespan.shutdown"})
+            await asyncio.wrap_future(future)
+            return outbox.get_nowait()
+
+        loop.before_stop = end_lifespan
 
     def shutdown(self) -> None:
         """Run the app's shutdown (done by `close()`)."""
@@ -278,11 +292,11 @@ class TestClient(httpx.Client):
         if self.protocol == "wsgi":
             self.app.wsgi.shutdown()
             return
-        if self._lifespan is not None:
-            self._lifespan["inbox"].put({"type": "lifespan.shutdown"})
-            message = self._lifespan["outbox"].get(timeout=60)
-            self._lifespan["future"].result(timeout=60)
-            self._lifespan = None
+        loop = self._loop
+        end = loop.before_stop if loop is not None else None
+        if loop is not None and end is not None:
+            loop.before_stop = None
+            message = loop.call(end, timeout=60)
             if message["type"] != "lifespan.shutdown.complete":
                 raise RuntimeError(f"application shutdown failed: {message.get('message', '')}")
 
@@ -298,7 +312,11 @@ class TestClient(httpx.Client):
 
     def __enter__(self) -> TestClient:
         super().__enter__()
-        self.startup()
+        try:
+            self.startup()
+        except BaseException:
+            self.close()  # no __exit__ follows a failed __enter__
+            raise
         return self
 
     def __exit__(
@@ -310,13 +328,15 @@ class TestClient(httpx.Client):
         self.close()
 
     def close(self) -> None:
-        """Run the app's shutdown and close the client (done on ``with`` exit)."""
+        """Run the app's shutdown, then stop the client's event loop (ASGI); done
+        on ``with`` exit."""
         try:
             self.shutdown()
         finally:
-            if self._portal_cm is not None:
-                cm, self._portal_cm, self._portal_obj = self._portal_cm, None, None
-                cm.__exit__(None, None, None)
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                self._loop_finalizer.detach()
+                loop.stop()
             super().close()
 
     # ---------------------------------------------------------- websockets

@@ -55,16 +55,22 @@ def running(args: list[str], cwd: Path = ROOT) -> Iterator[tuple[str, subprocess
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        with contextlib.suppress(ProcessLookupError):  # what the group left behind, if any
+            os.killpg(process.pid, signal.SIGKILL)
         if process.stdout is not None:
             process.stdout.close()
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "waitress", "gunicorn"])
 def test_run_with_each_server(server: str) -> None:
-    with running([MICROWEB, "run", "examples.hello:app", "--server", server]) as (url, _):
+    with running([MICROWEB, "run", "examples.hello:app", "--server", server]) as (url, process):
         r = httpx.get(url + "/")
         assert (r.status_code, r.text) == (200, "Hello, World!")
         assert httpx.get(url + "/users/7").json()["id"] == 7
+        os.killpg(process.pid, signal.SIGTERM)  # the group we started
+        out, _ = process.communicate(timeout=30)
+    # each server says where it serves ("Uvicorn running on", "Serving on", "Listening at:")
+    assert url in out
 
 
 def test_gunicorn_with_several_workers() -> None:
@@ -163,3 +169,34 @@ def test_reload_restarts_on_a_change(tmp_path: Path) -> None:
                 text = httpx.get(url + "/", timeout=1).text
             time.sleep(0.1)  # polling another process with a deadline
         assert text == "two"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "waitress", "gunicorn"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_reload_stops_its_server_on_a_signal(tmp_path: Path, server: str, name: str) -> None:
+    # the signal goes to the reloader's PID only, as a process manager sends it
+    (tmp_path / "pids.py").write_text(
+        "import os\nfrom microweb import App\napp = App()\n"
+        "@app.get('/')\ndef index():\n    return str(os.getpid())\n"
+    )
+    args = [MICROWEB, "run", "pids:app", "--reload", "--server", server]
+    with running(args, cwd=tmp_path) as (url, reloader):
+        serving = int(httpx.get(url + "/").text)  # the server, or gunicorn's worker
+        children = Path(f"/proc/{reloader.pid}/task/{reloader.pid}/children").read_text()
+        server_pids = {serving, *map(int, children.split())}
+        reloader.send_signal(getattr(signal, name))
+        assert reloader.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(map(_alive, server_pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling other processes with a deadline
+        assert [pid for pid in server_pids if _alive(pid)] == []
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/", timeout=5)

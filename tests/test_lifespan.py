@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import io
 import multiprocessing
 import os
@@ -263,11 +262,6 @@ def _child(app: App, conn: Any) -> None:
 def test_wsgi_startup_runs_again_in_a_forked_worker() -> None:
     app, events = _counting_app()
     assert _wsgi_get(app)[0] == "200 OK"  # started (and its loop made) before the fork
-    # Finalize garbage here, not in the child: an earlier test's unclosed
-    # TestClient leaves an anyio portal whose cleanup, if the child's garbage
-    # collector ran it, would wait forever for the portal's thread (no thread
-    # survives a fork).
-    gc.collect()
     ctx = multiprocessing.get_context("fork")
     parent_conn, child_conn = ctx.Pipe()
     process = ctx.Process(target=_child, args=(app, child_conn))

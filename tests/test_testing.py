@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -168,3 +173,136 @@ def test_first_requests_from_several_threads(protocol: str) -> None:
     client.close()
     assert results == [200] * 8
     assert started == [1]
+
+
+# --------------------------------------------------------------------------
+# The client never keeps Python from exiting: scripts run in a subprocess
+# --------------------------------------------------------------------------
+
+SCRIPT_APP = """\
+import gc, os, sys
+from microweb import App
+from microweb.testing import TestClient
+
+protocol = sys.argv[1]
+app = App()
+
+def say(*words):  # one write per line: threads print too
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
+
+@app.on_startup
+def start():
+    if os.environ.get("FAIL_STARTUP"):
+        raise ValueError("no database")
+    say("startup")
+
+@app.on_shutdown
+def stop():
+    say("shutdown")
+
+@app.get("/")
+def index():
+    return "hi"
+
+"""
+
+
+def run_script(tmp_path: Path, body: str, protocol: str, **env: str) -> tuple[int, str]:
+    """Run `body` after SCRIPT_APP in a fresh interpreter; its exit code and output.
+
+    A script that does not exit within a generous deadline fails the test; it
+    is killed with every process it forked (the session we started).
+    """
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_APP + textwrap.dedent(body))
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(script), protocol],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"the script did not exit\n--- stdout\n{out}--- stderr\n{err}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    # what a finalizer, an atexit hook or a thread raised is only printed
+    for sign in ("Exception ignored", "Error in atexit", "Exception in thread"):
+        assert sign not in err, err
+    return process.returncode, out
+
+
+def test_a_client_never_closed_lets_python_exit(tmp_path: Path, protocol: str) -> None:
+    body = """
+    say(TestClient(app, protocol=protocol).get("/").text)
+    """
+    # shutdown runs at exit, as a server's would
+    assert run_script(tmp_path, body, protocol) == (0, "startup\nhi\nshutdown\n")
+
+
+def test_a_failed_startup_in_with_raises_and_python_exits(tmp_path: Path, protocol: str) -> None:
+    body = """
+    try:
+        with TestClient(app, protocol=protocol) as client:
+            say("not reached")
+    except RuntimeError as exc:
+        say("raised:", "application startup failed" in str(exc))
+    """
+    assert run_script(tmp_path, body, protocol, FAIL_STARTUP="1") == (0, "raised: True\n")
+
+
+def test_a_failed_startup_without_with_raises_and_python_exits(
+    tmp_path: Path, protocol: str
+) -> None:
+    body = """
+    client = TestClient(app, protocol=protocol)
+    try:
+        client.get("/")
+    except RuntimeError as exc:
+        say("raised:", "application startup failed" in str(exc))
+    """
+    assert run_script(tmp_path, body, protocol, FAIL_STARTUP="1") == (0, "raised: True\n")
+
+
+def test_a_client_garbage_collected_unclosed(tmp_path: Path, protocol: str) -> None:
+    body = """
+    client = TestClient(app, protocol=protocol)
+    say(client.get("/").text)
+    del client
+    gc.collect()
+    say("collected")
+    """
+    code, out = run_script(tmp_path, body, protocol)
+    lines = out.splitlines()
+    # under ASGI the shutdown runs on the client's loop as it is collected
+    # (the collector does not wait for it), under WSGI at exit
+    assert (code, lines[:2], sorted(lines[2:])) == (0, ["startup", "hi"], ["collected", "shutdown"])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_a_forked_child_collects_its_copy_of_a_client_and_exits(
+    tmp_path: Path, protocol: str
+) -> None:
+    # the child has a copy of the client but not its loop's thread: collecting
+    # the copy must not wait for that thread, nor run the parent's shutdown
+    body = """
+    client = TestClient(app, protocol=protocol)
+    say(client.get("/").text)
+    pid = os.fork()
+    if pid == 0:
+        del client
+        gc.collect()
+        say("child exits")
+        sys.exit(0)
+    say("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    client.close()
+    """
+    code, out = run_script(tmp_path, body, protocol)
+    assert (code, out) == (0, "startup\nhi\nchild exits\nchild status 0\nshutdown\n")
