@@ -500,6 +500,14 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return fn(*args, **kwargs)
 
 
+# A WSGI server handed app.asgi (``waitress-serve mod:app.asgi``) calls it with
+# (environ, start_response), and Python refuses the call before any of its code
+# runs. Its TypeError names the function by this qualname: so it says what to do.
+ASGIAdapter.__call__.__qualname__ = (
+    "app.asgi (the ASGI entry point, called by a WSGI server: serve app.wsgi instead)"
+)
+
+
 def _log_startup_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("Application startup failed", exc_info=exc)

@@ -185,16 +185,19 @@ def test_a_wsgi_server_on_the_app_itself_logs_the_fix(kind: str, fix: str) -> No
 
 @pytest.mark.servers
 @pytest.mark.parametrize(("kind", "attr"), [("waitress", "app.asgi"), ("gunicorn", "asgi")])
-def test_a_wsgi_server_on_the_asgi_entry_point_fails_as_the_docs_say(kind: str, attr: str) -> None:
-    # Not a fix: app.asgi's __call__ is `async def` (uvicorn needs it so), and an
-    # async def called with two arguments fails before any of its code runs. The
-    # docs (errors.md, "Common mistakes") quote this message and say what it means.
+def test_a_wsgi_server_on_the_asgi_entry_point_logs_the_fix(kind: str, attr: str) -> None:
+    # app.asgi's __call__ is `async def` (uvicorn needs it so), and an async def
+    # called with two arguments fails before any of its code runs: Python's own
+    # TypeError says what to serve, through the function's qualname.
     with serve(kind, MODULE, attr=attr) as server:
         r = httpx.get(server.url + "/", timeout=30)
         text = "missing 1 required positional argument: 'send'"
         log = wait_for_log(server, text)
     assert r.status_code == 500
-    assert f"TypeError: ASGIAdapter.__call__() {text}" in log
+    assert (
+        "TypeError: app.asgi (the ASGI entry point, called by a WSGI server: "
+        f"serve app.wsgi instead)() {text}"
+    ) in log
 
 
 # --------------------------------------------------------------------------
