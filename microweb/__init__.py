@@ -5,6 +5,7 @@ from .background import BackgroundTask, BackgroundTasks
 from .datastructures import FormData, UploadFile
 from .exceptions import HTTPException, WebSocketDisconnect, abort
 from .files import FileResponse
+from .params import Body, Cookie, Form, Header, Path, Query
 from .requests import Request
 from .responses import (
     HTMLResponse,
@@ -24,13 +25,19 @@ __all__ = [
     "App",
     "BackgroundTask",
     "BackgroundTasks",
+    "Body",
+    "Cookie",
     "EventSourceResponse",
     "FileResponse",
+    "Form",
     "FormData",
     "HTMLResponse",
     "HTTPException",
+    "Header",
     "JSONResponse",
+    "Path",
     "PlainTextResponse",
+    "Query",
     "RedirectResponse",
     "Request",
     "Response",

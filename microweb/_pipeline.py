@@ -250,6 +250,8 @@ def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) ->
             elif route is None:
                 response = yield from handle_error(app, request, _no_route(app, request, leaves))
             else:  # _endpoint(), inlined: this is the path of most requests
+                if route.reads_body and request._body is None:
+                    yield _read_body(request)
                 args, kwargs = route.arguments(request, request.path_params)
                 try:
                     response = to_response((yield (route.endpoint, args, kwargs, route.is_async)))
@@ -294,11 +296,19 @@ def _endpoint(app: App, request: Request, leaves: list[_Leaf]) -> Flow:
     try:
         if route is None:
             return (yield from handle_error(app, request, _no_route(app, request, leaves)))
+        if route.reads_body and request._body is None:
+            yield _read_body(request)
         args, kwargs = route.arguments(request, request.path_params)
         rv = yield (route.endpoint, args, kwargs, route.is_async)
         return to_response(rv)
     except Exception as exc:
         return (yield from handle_error(app, request, exc))
+
+
+def _read_body(request: Request) -> Step:
+    """The step that reads the whole body where the protocol reads it natively (on
+    the loop under ASGI, in the server's thread under WSGI), for a typed body."""
+    return (request.body, (), _NOKW, ASYNC if request._channel.native_async else SYNC)
 
 
 class _Redirect(HTTPException):

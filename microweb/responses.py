@@ -8,12 +8,15 @@ import decimal
 import enum
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Coroutine, Generator, Iterable, Mapping
 from email.utils import format_datetime, formatdate
 from typing import Any, ClassVar
 from urllib.parse import quote
+
+import msgspec
 
 from ._parsers import quote_cookie
 from .background import BackgroundTask
@@ -47,7 +50,17 @@ def _json_default(obj: Any) -> Any:
         return list(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.to_builtins(obj)
+    dump = getattr(obj, "model_dump", None)
+    if dump is not None and _is_pydantic(obj):
+        return dump(mode="json")
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _is_pydantic(obj: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(obj, pydantic.BaseModel)
 
 
 _json_encode = json.JSONEncoder(
@@ -439,7 +452,20 @@ def to_response(rv: Any) -> Response:
         return HTMLResponse(rv)
     if isinstance(rv, bytes | bytearray | memoryview):
         return Response(rv, media_type="application/octet-stream")
+    if isinstance(rv, msgspec.Struct) or (
+        dataclasses.is_dataclass(rv) and not isinstance(rv, type)
+    ):
+        return _encoded_json(msgspec.json.encode(rv))
+    if _is_pydantic(rv):
+        return _encoded_json(rv.model_dump_json().encode())
     raise _not_a_response(rv)
+
+
+def _encoded_json(body: bytes) -> Response:
+    """A JSON response around `body`, already encoded (a model's)."""
+    response = JSONResponse.__new__(JSONResponse)
+    Response.__init__(response, body, media_type="application/json")
+    return response
 
 
 def _not_a_response(rv: Any) -> TypeError:

@@ -6,6 +6,7 @@ in `_matching` (the segment trie).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from ._matching import (
     reject_flask_syntax,
     template_params,
 )
+from ._typed import Binder, analyse_typed, return_converter
 
 __all__ = ["Converter", "Route", "Router"]
 
@@ -35,7 +37,7 @@ Handler = Callable[..., Any]
 # --------------------------------------------------------------------------
 
 #: How a handler's arguments are built from the request (chosen at registration).
-_CALL_NONE, _CALL_REQUEST, _CALL_PARAMS, _CALL_GENERAL = range(4)
+_CALL_NONE, _CALL_REQUEST, _CALL_PARAMS, _CALL_GENERAL, _CALL_TYPED = range(5)
 
 
 #: How a step of the pipeline runs: a ``def`` (off the event loop), an ``async
@@ -92,6 +94,7 @@ class Route:
         "_kwmap",
         "after",
         "before",
+        "binder",
         "endpoint",
         "is_async",
         "methods",
@@ -99,6 +102,7 @@ class Route:
         "param_names",
         "path",
         "plain",
+        "reads_body",
         "segments",
         "websocket",
     )
@@ -130,14 +134,22 @@ class Route:
             raise TypeError(
                 f"WebSocket handler {_describe(endpoint)} must be an async def function"
             )
-        names: list[str] = []
+        names: dict[str, Converter | None] = {}  # path parameter -> its converter
         for spec in segments:
             if isinstance(spec, _Param | _Rest):
-                names.append(spec.name)
+                names[spec.name] = spec.converter
             elif isinstance(spec, _Mixed):
-                names.extend(n for n, _ in spec.params)
+                names.update(spec.params)
         self.param_names = tuple(names)
-        self._call, self._kwmap = _analyse(endpoint, self.param_names, websocket, path)
+        self._call, self._kwmap, self.binder = _analyse(endpoint, names, websocket, path)
+        if not websocket:
+            convert = return_converter(endpoint)
+            if convert is not None:
+                self.endpoint = _returning(endpoint, convert, self.is_async)
+        #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
+        self.reads_body = self.binder is not None and self.binder.body is not None
+        if self.reads_body:
+            self.plain = False  # the adapters' direct call does not read bodies
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -150,6 +162,8 @@ class Route:
             return (), params
         if call == _CALL_NONE:
             return (), _NOKW
+        if call == _CALL_TYPED:
+            return (), self.binder.bind(conn, params)  # type: ignore[union-attr]
         return (), {name: conn if src is None else params[src] for name, src in self._kwmap}
 
     def url_path(self, params: dict[str, Any]) -> str:
@@ -184,6 +198,27 @@ class Route:
 _NOKW: dict[str, Any] = {}
 
 
+def _returning(fn: Handler, convert: Callable[[Any], Any], is_async: bool) -> Handler:
+    """`fn`, its return value converted to its annotated model (a Response passes)."""
+    from .responses import Response
+
+    if is_async:
+
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            rv = await fn(*args, **kwargs)
+            return rv if isinstance(rv, Response) else convert(rv)
+
+        return call_async
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        rv = fn(*args, **kwargs)
+        return rv if isinstance(rv, Response) else convert(rv)
+
+    return call
+
+
 def _describe(fn: Any) -> str:
     mod = getattr(fn, "__module__", None) or "?"
     return f"{mod}:{getattr(fn, '__qualname__', repr(fn))}"
@@ -214,10 +249,17 @@ def _yields(fn: Any) -> bool:
 
 
 def _analyse(
-    fn: Handler, path_params: tuple[str, ...], websocket: bool, path: str = ""
-) -> tuple[int, tuple[tuple[str, str | None], ...]]:
+    fn: Handler, path_types: dict[str, Converter | None], websocket: bool, path: str = ""
+) -> tuple[int, tuple[tuple[str, str | None], ...], Binder | None]:
     """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
-    a path parameter that nothing takes, or a generator function."""
+    a path parameter that nothing takes, or a generator function.
+
+    `path_types` maps each path parameter to its converter. Parameters
+    that are neither the request nor an untyped path parameter are typed
+    (query, header, cookie, body: see `_typed`); then the call is `_CALL_TYPED`
+    and the returned binder fills every argument.
+    """
+    path_params = tuple(path_types)
     if not websocket and _yields(fn):
         raise TypeError(
             f"handler {_describe(fn)} is a generator function: a handler returns its "
@@ -232,6 +274,7 @@ def _analyse(
     conn_name, conn_class = ("websocket", "WebSocket") if websocket else ("request", "Request")
     annotations = _annotation_names(fn)
     kwmap: list[tuple[str, str | None]] = []
+    typed = False
     positional_conn = False
     takes_var_kw = False
     for p in sig.parameters.values():
@@ -248,12 +291,8 @@ def _analyse(
             if p.kind is p.POSITIONAL_ONLY:
                 raise TypeError(f"path parameter {p.name!r} of {_describe(fn)} is positional-only")
             kwmap.append((p.name, p.name))
-        elif p.default is p.empty:
-            where = f"{_describe(fn)}"
-            raise TypeError(
-                f"handler {where} has a parameter {p.name!r} that is neither {conn_name!r} "
-                f"nor a path parameter ({', '.join(path_params) or 'none'}); give it a default"
-            )
+        else:
+            typed = True
     have = {n for n, _ in kwmap}
     if takes_var_kw:
         kwmap.extend((n, n) for n in path_params if n not in have)
@@ -275,8 +314,18 @@ def _analyse(
                 f"{', '.join(names) or 'none'}); {fix}, or take {conn_name} "
                 f"({conn_name}.path_params) or **kwargs"
             )
+    binder = None
+    if typed or any(n in annotations for n, src in kwmap if src is not None):
+        binder = _typed_binder(fn, sig, kwmap, path_types, websocket)
+    if binder is not None:
+        if positional_conn:
+            raise TypeError(f"the {conn_name} parameter of {_describe(fn)} must come first")
+        for name in path_params:
+            if takes_var_kw and name not in have:
+                binder.passthrough += (name,)
+        return _CALL_TYPED, (), binder
     if not kwmap:
-        return _CALL_NONE, ()
+        return _CALL_NONE, (), None
     if len(kwmap) == 1 and kwmap[0][1] is None:
         params = list(sig.parameters.values())
         first = params[0] if params else None
@@ -289,14 +338,32 @@ def _analyse(
                 first.POSITIONAL_OR_KEYWORD,
             )
         ):
-            return _CALL_REQUEST, ()
+            return _CALL_REQUEST, (), None
     if positional_conn:
         raise TypeError(f"the {conn_name} parameter of {_describe(fn)} must come first")
     if all(src is not None and src == name for name, src in kwmap) and len(kwmap) == len(
         path_params
     ):
-        return _CALL_PARAMS, ()
-    return _CALL_GENERAL, tuple(kwmap)
+        return _CALL_PARAMS, (), None
+    return _CALL_GENERAL, tuple(kwmap), None
+
+
+def _typed_binder(
+    fn: Handler,
+    sig: inspect.Signature,
+    kwmap: list[tuple[str, str | None]],
+    path_types: dict[str, Converter | None],
+    websocket: bool,
+) -> Binder | None:
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # unresolvable forward references: untyped, as written
+        hints = {}
+    conn_names = tuple(n for n, src in kwmap if src is None)
+    binder = analyse_typed(fn, sig, hints, conn_names, path_types)
+    if binder is not None and websocket and binder.body is not None:
+        raise TypeError(f"WebSocket handler {_describe(fn)} cannot take a body parameter")
+    return binder
 
 
 # --------------------------------------------------------------------------
@@ -414,7 +481,9 @@ class Router(Registrar):
         # what the app checks when the router is included, checked already here
         # (the converters are the app's, so the template is compiled there)
         reject_flask_syntax(spec.path)
-        _analyse(spec.endpoint, tuple(template_params(spec.path)), spec.websocket, spec.path)
+        _analyse(
+            spec.endpoint, dict.fromkeys(template_params(spec.path)), spec.websocket, spec.path
+        )
         self.specs.append(spec)
 
     def before_request(self, fn: Handler) -> Handler:

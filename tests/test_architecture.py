@@ -11,6 +11,8 @@ PACKAGE = Path(microweb.__file__).parent
 
 #: The protocol-free core (STYLE.md): it must not know event loops or servers.
 CORE = [
+    "_typed",
+    "params",
     "background",
     "routing",
     "_matching",
@@ -77,7 +79,13 @@ def test_exported_names_are_the_documented_ones() -> None:
             "App",
             "BackgroundTask",
             "BackgroundTasks",
+            "Body",
+            "Cookie",
             "EventSourceResponse",
+            "Form",
+            "Header",
+            "Path",
+            "Query",
             "FileResponse",
             "FormData",
             "HTMLResponse",

@@ -1,0 +1,624 @@
+"""Typed handler parameters: decided once at registration, bound per request.
+
+`analyse_typed` reads a handler's signature once and returns a `Binder` (or
+None when the handler takes only the request and untyped path parameters:
+those routes keep their cheaper calls). `Binder.bind` fills the handler's
+keyword arguments from the query string, headers, cookies, path and JSON
+body, converting each with msgspec, and raises `RequestValidationError`
+(a 422 listing every invalid parameter) when any fails.
+
+Strategy: every decision that depends on the signature (where a value is
+read, its wire name, whether it is a list, which msgspec type checks it, the
+body's decoder) is made here at registration; per request a binder only
+looks values up and calls the converters it was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import inspect
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Union
+
+import msgspec
+
+from .exceptions import HTTPException
+from .params import Param, Path
+
+__all__ = [
+    "Binder",
+    "RequestValidationError",
+    "analyse_typed",
+    "is_model",
+    "return_converter",
+]
+
+#: The longest message a 422 carries (no more than 100 characters of the input).
+_MAX_MSG = 100
+
+_BOOL_WORDS = {
+    "true": "true",
+    "1": "true",
+    "yes": "true",
+    "on": "true",
+    "false": "false",
+    "0": "false",
+    "no": "false",
+    "off": "false",
+}
+
+
+class RequestValidationError(HTTPException):
+    """A 422 whose detail lists every invalid parameter (FastAPI's shape):
+    ``[{"loc": ["query", "limit"], "msg": "...", "type": "..."}, ...]``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(422, errors)
+        self.errors = errors
+
+
+# --------------------------------------------------------------------------
+# Types
+# --------------------------------------------------------------------------
+
+
+def _pydantic_model(tp: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")  # a model's class needs pydantic imported
+    return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+def is_model(tp: Any) -> bool:
+    """True for a model type (msgspec Struct, pydantic model, dataclass, TypedDict)
+    or a list of one: such a parameter is the JSON body."""
+    tp = _strip_annotated(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        args = typing.get_args(tp)
+        return bool(args) and is_model(args[0])
+    if not isinstance(tp, type):
+        return False
+    return (
+        issubclass(tp, msgspec.Struct)
+        or dataclasses.is_dataclass(tp)
+        or typing.is_typeddict(tp)
+        or _pydantic_model(tp)
+    )
+
+
+def _uses_pydantic(tp: Any) -> bool:
+    tp = _strip_annotated(tp)[0]
+    if typing.get_origin(tp) is list:
+        return _uses_pydantic(typing.get_args(tp)[0])
+    return _pydantic_model(tp)
+
+
+def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
+    """(the type inside ``Annotated``, its metadata)."""
+    extras: list[Any] = []
+    while typing.get_origin(tp) is Annotated:
+        args = typing.get_args(tp)
+        tp, extras = args[0], [*extras, *args[1:]]
+    return tp, extras
+
+
+def _without_none(tp: Any) -> tuple[Any, bool]:
+    """(`tp` without ``None`` in its union, whether it had it)."""
+    origin = typing.get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            rest = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
+            return rest, True
+    return tp, False
+
+
+def _is_bool(tp: Any) -> bool:
+    tp = _without_none(_strip_annotated(tp)[0])[0]
+    return tp is bool
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\"?(.*?)\"?\]")
+
+
+def _msgspec_error(exc: msgspec.ValidationError, loc: list[Any]) -> dict[str, Any]:
+    """One 422 entry for msgspec's error: its message, the path after ``$`` in `loc`."""
+    text = str(exc)
+    msg, sep, at = text.rpartition(" - at `")
+    if not sep:
+        msg, at = text, ""
+    path: list[Any] = []
+    if at.startswith("$"):
+        for m in _PATH_PART.finditer(at[1:].rstrip("`")):
+            key, index, other = m.groups()
+            path.append(key if key is not None else int(index) if index is not None else other)
+    if msg.startswith("Object missing required field `"):
+        path.append(msg.split("`")[1])
+        return _entry([*loc, *path], "Field required", "missing")
+    kind = "type_error" if msg.startswith("Expected `") and ", got `" in msg else "value_error"
+    return _entry([*loc, *path], msg, kind)
+
+
+def _entry(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    if len(msg) > _MAX_MSG:
+        msg = msg[: _MAX_MSG - 3] + "..."
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+# --------------------------------------------------------------------------
+# Fields
+# --------------------------------------------------------------------------
+
+
+def _meta_type(tp: Any, marker: Param | None) -> Any:
+    """`tp` with the marker's constraints as a ``msgspec.Meta`` (on the element of a list)."""
+    if marker is None:
+        return tp
+    constraints = marker.constraints()
+    if not constraints:
+        return tp
+    meta = msgspec.Meta(**constraints)
+    inner, extras = _strip_annotated(tp)
+    inner, optional = _without_none(inner)
+    if typing.get_origin(inner) is list and not {"min_length", "max_length"} & constraints.keys():
+        (element,) = typing.get_args(inner) or (Any,)
+        inner = list[Annotated[element, meta]]  # type: ignore[valid-type]
+    else:
+        inner = Annotated[inner, meta]
+    if optional:
+        inner = inner | None
+    return Annotated[tuple([inner, *extras])] if extras else inner
+
+
+def _converter(tp: Any, multi: bool) -> Callable[[Any], Any] | None:
+    """A function that converts a raw str (or list of str) to `tp`; None: as is."""
+    if tp is Any or tp is str or tp is inspect.Parameter.empty:
+        return None
+    inner = _without_none(_strip_annotated(tp)[0])[0]
+    target = _without_none(tp)[0] if typing.get_origin(tp) is not Annotated else tp
+    if typing.get_origin(tp) is Annotated:
+        # Annotated[X | None, Meta] -> Annotated[X, Meta]: a present value is never None
+        base, extras = _strip_annotated(tp)
+        target = Annotated[tuple([_without_none(base)[0], *extras])]
+    if multi:
+        element = typing.get_args(inner)[0] if typing.get_args(inner) else Any
+        if _is_bool(element):
+
+            def convert_list(raw: list[str]) -> Any:
+                words = [_BOOL_WORDS.get(v.lower(), v) for v in raw]
+                return msgspec.convert(words, target, strict=False)
+
+            return convert_list
+
+        def convert_many(raw: list[str]) -> Any:
+            return msgspec.convert(raw, target, strict=False)
+
+        return convert_many
+    if inner is bool:
+
+        def convert_bool(raw: str) -> Any:
+            return msgspec.convert(_BOOL_WORDS.get(raw.lower(), raw), target, strict=False)
+
+        return convert_bool
+
+    def convert(raw: str) -> Any:
+        return msgspec.convert(raw, target, strict=False)
+
+    return convert
+
+
+@dataclasses.dataclass(slots=True)
+class Field:
+    """One bound parameter: where it is read and how it is converted."""
+
+    name: str
+    location: str
+    wire: str
+    annotation: Any
+    type: Any  # the annotation with the marker's constraints
+    required: bool
+    default: Any
+    multi: bool
+    marker: Param | None
+    convert: Callable[[Any], Any] | None
+
+    def missing(self) -> Any:
+        """The default (a fresh copy of a mutable one), or raise if required."""
+        default = self.default
+        if type(default) in (list, dict, set):
+            return copy.copy(default)
+        return default
+
+
+@dataclasses.dataclass(slots=True)
+class BodyField:
+    """The JSON body parameter (or the form model)."""
+
+    name: str
+    location: str  # "body" or "form"
+    annotation: Any
+    type: Any
+    required: bool
+    default: Any
+    marker: Param | None
+    decode: Callable[[bytes], Any]
+    pydantic: bool
+
+
+# --------------------------------------------------------------------------
+# The binder
+# --------------------------------------------------------------------------
+
+
+class Binder:
+    """Fills a typed handler's keyword arguments for one request."""
+
+    __slots__ = ("body", "conn_names", "fields", "passthrough", "query", "rest")
+
+    def __init__(
+        self,
+        conn_names: tuple[str, ...],
+        passthrough: tuple[str, ...],
+        fields: list[Field],
+        body: BodyField | None,
+    ) -> None:
+        self.conn_names = conn_names
+        self.passthrough = passthrough  # untyped path parameters, given as matched
+        self.fields = fields
+        self.query = tuple(f for f in fields if f.location == "query")
+        self.rest = tuple(f for f in fields if f.location != "query")
+        self.body = body
+
+    def bind(self, conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """The handler's keyword arguments; RequestValidationError lists what is wrong."""
+        kwargs: dict[str, Any] = {}
+        for name in self.conn_names:
+            kwargs[name] = conn
+        for name in self.passthrough:
+            kwargs[name] = params[name]
+        errors: list[dict[str, Any]] | None = None
+        if self.query:
+            qp = conn.query_params
+            for f in self.query:
+                raw = qp.getall(f.wire) if f.multi else qp.get(f.wire)
+                error = _bind_one(f, raw, kwargs)
+                if error is not None:
+                    errors = [error] if errors is None else [*errors, error]
+        for f in self.rest:
+            loc = f.location
+            if loc == "path":
+                raw = params[f.name]
+            elif loc == "header":
+                raw = conn.headers.getall(f.wire) if f.multi else conn.headers.get(f.wire)
+            else:  # cookie
+                raw = conn.cookies.get(f.wire)
+            error = _bind_one(f, raw, kwargs)
+            if error is not None:
+                errors = [error] if errors is None else [*errors, error]
+        body = self.body
+        if body is not None:
+            try:
+                kwargs[body.name] = _bind_body(body, conn)
+            except RequestValidationError as exc:
+                errors = exc.errors if errors is None else [*errors, *exc.errors]
+        if errors is not None:
+            raise RequestValidationError(errors)
+        return kwargs
+
+
+def _bind_one(f: Field, raw: Any, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    if raw is None or (f.multi and not raw):
+        if f.required:
+            return _entry([f.location, f.wire], "Field required", "missing")
+        kwargs[f.name] = f.missing()
+        return None
+    convert = f.convert
+    if convert is None:
+        kwargs[f.name] = raw
+        return None
+    try:
+        kwargs[f.name] = convert(raw)
+    except msgspec.ValidationError as exc:
+        return _msgspec_error(exc, [f.location, f.wire])
+    except (ValueError, TypeError, OverflowError) as exc:  # a converter of the path's
+        return _entry([f.location, f.wire], str(exc) or type(exc).__name__, "value_error")
+    return None
+
+
+def _json_media_type(conn: Any) -> bool:
+    value: str | None = conn.headers.get("content-type")
+    if not value:
+        return False
+    media = value.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _bind_body(body: BodyField, conn: Any) -> Any:
+    data = conn._body  # read by the pipeline before the handler's arguments are bound
+    if not data:
+        if body.required:
+            raise RequestValidationError([_entry(["body"], "Field required", "missing")])
+        return copy.copy(body.default) if type(body.default) in (list, dict) else body.default
+    if not _json_media_type(conn):
+        raise HTTPException(
+            415, "The body must be JSON: send it with Content-Type: application/json"
+        )
+    if body.pydantic:
+        return _pydantic_body(body, data)
+    try:
+        return body.decode(data)
+    except msgspec.ValidationError as exc:
+        try:
+            msgspec.json.decode(data)  # a body that is not JSON at all is a 400 first
+        except msgspec.DecodeError:
+            raise HTTPException(400, "The body is not valid JSON") from None
+        raise RequestValidationError([_msgspec_error(exc, ["body"])]) from None
+    except msgspec.DecodeError:
+        raise HTTPException(400, "The body is not valid JSON") from None
+
+
+def _pydantic_body(body: BodyField, data: bytes) -> Any:
+    import pydantic
+
+    try:
+        return body.decode(data)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise HTTPException(400, "The body is not valid JSON") from None
+        raise RequestValidationError(
+            [_entry(["body", *e["loc"]], e["msg"], e["type"]) for e in errors]
+        ) from None
+
+
+# --------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------
+
+
+def _describe(fn: Any) -> str:
+    mod = getattr(fn, "__module__", None) or "?"
+    return f"{mod}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _produced(converter: Any) -> Any:
+    """The type a path converter gives (None: a custom one's, unknown)."""
+    import uuid
+
+    kinds = {
+        "_StrConverter": str,
+        "_PathConverter": str,
+        "_IntConverter": int,
+        "_FloatConverter": float,
+        "_UUIDConverter": uuid.UUID,
+    }
+    return kinds.get(type(converter).__name__)
+
+
+def analyse_typed(
+    fn: Callable[..., Any],
+    sig: inspect.Signature,
+    hints: dict[str, Any],
+    conn_names: tuple[str, ...],
+    path_params: dict[str, Any],
+) -> Binder | None:
+    """The binder of `fn`, or None when nothing needs binding beyond the request
+    and untyped path parameters (`path_params`: name -> its converter)."""
+    fields: list[Field] = []
+    body: BodyField | None = None
+    passthrough: list[str] = []
+    where = _describe(fn)
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in conn_names:
+            continue
+        annotation = hints.get(p.name, Any)
+        inner, extras = _strip_annotated(annotation)
+        markers = [e for e in extras if isinstance(e, Param)]
+        if len(markers) > 1:
+            raise TypeError(f"parameter {p.name!r} of handler {where} has two markers")
+        marker = markers[0] if markers else None
+        if isinstance(marker, type):
+            raise TypeError(f"parameter {p.name!r} of handler {where}: write {marker.__name__}()")
+        required = p.default is p.empty
+        default = None if required else p.default
+        if isinstance(default, Param):
+            raise TypeError(
+                f"parameter {p.name!r} of handler {where}: put {type(default).__name__}() "
+                f"in Annotated[...] (`{p.name}: Annotated[{getattr(inner, '__name__', inner)}, "
+                f"{type(default).__name__}(...)] = default`)"
+            )
+        if p.name in path_params:
+            if marker is not None and not isinstance(marker, Path):
+                raise TypeError(
+                    f"parameter {p.name!r} of handler {where} is a path parameter, "
+                    f"not {type(marker).__name__}()"
+                )
+            produced = _produced(path_params[p.name])
+            plain = inner is Any or inner is inspect.Parameter.empty or inner is produced
+            if plain and (marker is None or not marker.constraints()):
+                passthrough.append(p.name)
+                continue
+            tp = _meta_type(annotation, marker)
+            fields.append(
+                Field(p.name, "path", p.name, annotation, tp, True, None, False, marker,
+                      _path_converter(tp))
+            )  # fmt: skip
+            continue
+        location = marker.location if marker is not None else None
+        if location is None and is_model(annotation):
+            location = "body"
+        if location in ("body", "form"):
+            if body is not None:
+                raise TypeError(
+                    f"handler {where} has two body parameters ({body.name!r} and {p.name!r}): "
+                    "a request has one body; put both in one model"
+                )
+            if location == "form":
+                raise TypeError(f"parameter {p.name!r} of handler {where}: Form() is not built yet")
+            body = _body_field(p.name, annotation, marker, required, default, where)
+            continue
+        location = location or "query"
+        if location == "path":
+            raise TypeError(
+                f"parameter {p.name!r} of handler {where} is marked Path() but the route's "
+                f"path has no {{{p.name}}}"
+            )
+        if is_model(inner):
+            raise TypeError(
+                f"parameter {p.name!r} of handler {where}: a model cannot be a {location} parameter"
+            )
+        base = _without_none(inner)[0]
+        multi = typing.get_origin(base) in (list, tuple, set, frozenset)
+        if location == "cookie" and multi:
+            raise TypeError(f"cookie parameter {p.name!r} of handler {where} cannot be a list")
+        wire = marker.alias if marker is not None and marker.alias else p.name
+        if location == "header" and not (marker is not None and marker.alias):
+            wire = p.name.replace("_", "-")
+        if location == "header":
+            wire = wire.lower()
+        tp = _meta_type(annotation, marker)
+        _check_type(tp, p.name, where)
+        convert = _converter(tp, multi)
+        if not required and default is not None:
+            _check_default(convert, default, tp, p.name, where)
+        fields.append(
+            Field(p.name, location, wire, annotation, tp, required, default, multi, marker, convert)
+        )
+    if not fields and body is None:
+        return None
+    return Binder(conn_names, tuple(passthrough), fields, body)
+
+
+def _path_converter(tp: Any) -> Callable[[Any], Any]:
+    def convert(raw: Any) -> Any:
+        return msgspec.convert(raw, tp, strict=False)
+
+    return convert
+
+
+_SCALAR_INFO = (
+    "StrType",
+    "IntType",
+    "FloatType",
+    "BoolType",
+    "DecimalType",
+    "UUIDType",
+    "DateTimeType",
+    "DateType",
+    "TimeType",
+    "EnumType",
+    "LiteralType",
+    "NoneType",
+    "AnyType",
+)
+_LIST_INFO = ("ListType", "SetType", "FrozenSetType", "VarTupleType")
+
+
+def _readable(info: Any, top: bool) -> bool:
+    kind = type(info).__name__
+    if kind in _SCALAR_INFO:
+        return True
+    if kind == "UnionType":
+        return all(_readable(t, top) for t in info.types)
+    if kind in _LIST_INFO and top:
+        return _readable(info.item_type, False)
+    return False
+
+
+def _check_type(tp: Any, name: str, where: str) -> None:
+    """Refuse, at registration, a type a query parameter, header or cookie cannot
+    be read as: the scalars of API.md section 13, optional, or a list of them."""
+    try:
+        readable = _readable(msgspec.inspect.type_info(tp), True)
+    except (TypeError, ValueError):
+        readable = False
+    if not readable:
+        raise TypeError(
+            f"parameter {name!r} of handler {where} has a type microweb cannot read from a "
+            f"query string, header or cookie: {tp!r} (str, int, float, bool, Decimal, UUID, "
+            "datetime, date, time, an Enum or Literal, optional, or a list of them; a model "
+            "is the JSON body)"
+        )
+
+
+def _check_default(
+    convert: Callable[[Any], Any] | None, default: Any, tp: Any, name: str, where: str
+) -> None:
+    """A default that breaks its own constraints is a mistake of the handler's."""
+    if convert is None or isinstance(default, enum.Enum):
+        return
+    try:
+        msgspec.convert(default, tp, strict=False)
+    except msgspec.ValidationError as exc:
+        raise TypeError(
+            f"the default of parameter {name!r} of handler {where} ({default!r}) breaks "
+            f"its own type or constraints: {exc}"
+        ) from None
+
+
+def _body_field(
+    name: str, annotation: Any, marker: Param | None, required: bool, default: Any, where: str
+) -> BodyField:
+    tp = _meta_type(annotation, marker)
+    if _uses_pydantic(annotation):
+        import pydantic
+
+        adapter = pydantic.TypeAdapter(tp)
+        return BodyField(name, "body", annotation, tp, required, default, marker,
+                         adapter.validate_json, True)  # fmt: skip
+    try:
+        decoder = msgspec.json.Decoder(tp)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"body parameter {name!r} of handler {where} has a type msgspec cannot decode: "
+            f"{tp!r} ({exc})"
+        ) from None
+    return BodyField(name, "body", annotation, tp, required, default, marker, decoder.decode, False)
+
+
+def return_converter(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+    """For a handler whose return annotation is a model (or a list of one): what
+    turns its return value into that type (undeclared fields dropped, never
+    leaked); None for any other handler. A value already of the model's type
+    is returned as it is, not validated again."""
+    try:
+        hint = typing.get_type_hints(fn, include_extras=True).get("return")
+    except Exception:
+        return None
+    if hint is None or not is_model(hint):
+        return None
+    inner = _strip_annotated(hint)[0]
+    cls = inner if isinstance(inner, type) and not typing.is_typeddict(inner) else None
+    if _uses_pydantic(hint):
+        import pydantic
+
+        adapter = pydantic.TypeAdapter(hint)
+
+        def to_pydantic(value: Any) -> Any:
+            if cls is not None and isinstance(value, cls):
+                return value
+            return adapter.validate_python(value, from_attributes=True)
+
+        return to_pydantic
+
+    def to_model(value: Any) -> Any:
+        if cls is not None and isinstance(value, cls):
+            return value
+        if isinstance(value, msgspec.Struct) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            value = msgspec.to_builtins(value)  # another model: by its fields
+        return msgspec.convert(value, hint, from_attributes=True)
+
+    return to_model
