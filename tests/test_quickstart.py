@@ -9,13 +9,16 @@ mapped to the environment running the tests; everything else is verbatim.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -63,10 +66,26 @@ def _port_free(port: int) -> bool:
     return True
 
 
+@pytest.fixture
+def port_8000(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Port 8000 for this test alone: suites of other checkouts running at the same
+    time wait for it (a lock file all of them share), other programs skip the test."""
+    lock = Path(tempfile.gettempdir()) / "microweb-tests-port-8000.lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if not _port_free(8000):
+                pytest.skip(
+                    "port 8000 is taken on this machine, and the quickstart's servers listen there"
+                )
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.mark.parametrize("line", COMMANDS, ids=[shlex.split(c)[0].split("/")[-1] for c in COMMANDS])
+@pytest.mark.usefixtures("port_8000")
 def test_each_quickstart_command_serves_the_example(line: str, tmp_path: Path) -> None:
-    if not _port_free(8000):
-        pytest.skip("port 8000 is taken on this machine, and the quickstart's servers listen there")
     argv = shlex.split(line)
     assert argv[0].startswith(".venv/bin/"), line
     argv[0] = str(BIN / argv[0].removeprefix(".venv/bin/"))
