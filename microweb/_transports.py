@@ -172,9 +172,7 @@ class LoopThread:
       bounded by `STOP_TIMEOUT`, then the thread ends.
     - ``stop()`` (from `TestClient.close`) waits for the thread, bounded.
       ``stop(wait=False)`` never blocks: it only asks the loop to stop, so it
-      is safe where blocking is not (the garbage collector, finalizers, the
-      loop's own thread). A client runs it when it is garbage-collected
-      unclosed (a `weakref.finalize`).
+      is safe where blocking is not (the loop's own thread).
     - At interpreter exit, every loop still running is stopped and waited for
       (bounded): an unclosed client's shutdown hooks run then, as a server's
       would, and as the WSGI adapter runs them at exit.
@@ -228,6 +226,10 @@ class LoopThread:
     ) -> Any:
         """Run ``fn(*args)`` on the loop and wait for its result (from another thread)."""
         return self.start_task_soon(fn, *args).result(timeout)
+
+    def forked(self) -> bool:
+        """True in a forked child, where this loop's thread does not exist."""
+        return os.getpid() != self._pid
 
     def stop(self, wait: bool = True) -> None:
         """Stop the loop (see the class docstring); `wait` for its thread, bounded."""

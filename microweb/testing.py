@@ -14,7 +14,6 @@ import contextlib
 import json
 import queue
 import threading
-import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -187,8 +186,9 @@ class TestClient(httpx.Client):
     `close()` or when the ``with`` block ends. A startup that fails raises
     `RuntimeError` (and, on ``with``, closes the client first). A client that
     is never closed never keeps Python from exiting: its shutdown runs at
-    interpreter exit (and, under ASGI, when the client is garbage-collected,
-    on its event loop, without blocking the collector); see `LoopThread`.
+    interpreter exit (under ASGI its event loop runs until then, even when the
+    client is garbage-collected); see `LoopThread`. In a forked child, a copy
+    of a client made in the parent cannot send requests (RuntimeError).
 
     Redirects are not followed unless ``follow_redirects=True``, as in httpx.
     With `root_path`, the app is served as if mounted there by a proxy that
@@ -215,7 +215,6 @@ class TestClient(httpx.Client):
         self.protocol = protocol
         self.root_path = root_path
         self._loop: LoopThread | None = None
-        self._loop_finalizer: weakref.finalize[Any, Any]
         self._started = False
         self._lock = threading.RLock()
         transport: httpx.BaseTransport
@@ -227,13 +226,20 @@ class TestClient(httpx.Client):
 
     # ---------------------------------------------------------------- loop
     def _portal(self) -> LoopThread:
-        """The client's event loop (ASGI), started on first use; see `LoopThread`."""
+        """The client's event loop (ASGI), started on first use; see `LoopThread`.
+
+        A client dropped unclosed leaves its loop running until interpreter exit,
+        where the app's shutdown runs: not when the collector happens to run,
+        which could be in the middle of another client's test of the same app.
+        """
         with self._lock:
             if self._loop is None:
                 self._loop = LoopThread()
-                # dropped unclosed: the loop ends the app's lifespan and stops,
-                # without blocking the garbage collector
-                self._loop_finalizer = weakref.finalize(self, self._loop.stop, False)
+            elif self._loop.forked():
+                raise RuntimeError(
+                    "this TestClient was made in the parent process, and its event loop "
+                    "does not exist in a forked child: make a new TestClient in the child"
+                )
             return self._loop
 
     # ----------------------------------------------------------- lifespan
@@ -293,6 +299,8 @@ class TestClient(httpx.Client):
             self.app.wsgi.shutdown()
             return
         loop = self._loop
+        if loop is not None and loop.forked():
+            return  # the parent's lifespan, not this process's to end
         end = loop.before_stop if loop is not None else None
         if loop is not None and end is not None:
             loop.before_stop = None
@@ -335,7 +343,6 @@ class TestClient(httpx.Client):
         finally:
             loop, self._loop = self._loop, None
             if loop is not None:
-                self._loop_finalizer.detach()
                 loop.stop()
             super().close()
 

@@ -272,18 +272,25 @@ def test_a_failed_startup_without_with_raises_and_python_exits(
 
 
 def test_a_client_garbage_collected_unclosed(tmp_path: Path, protocol: str) -> None:
+    # the collector may run in the middle of another client's test of the same
+    # app: a dropped client's shutdown waits for interpreter exit
     body = """
     client = TestClient(app, protocol=protocol)
     say(client.get("/").text)
     del client
     gc.collect()
     say("collected")
+    other = TestClient(app, protocol=protocol)
+    say(other.get("/").text)
+    other.close()
+    say("closed")
     """
     code, out = run_script(tmp_path, body, protocol)
-    lines = out.splitlines()
-    # under ASGI the shutdown runs on the client's loop as it is collected
-    # (the collector does not wait for it), under WSGI at exit
-    assert (code, lines[:2], sorted(lines[2:])) == (0, ["startup", "hi"], ["collected", "shutdown"])
+    if protocol == "asgi":  # each ASGI client runs a lifespan (startup) of its own
+        expected = "startup\nhi\ncollected\nstartup\nhi\nshutdown\nclosed\n"
+    else:  # under WSGI the app is started once per process
+        expected = "startup\nhi\ncollected\nhi\nshutdown\nclosed\n"
+    assert (code, out) == (0, expected)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
@@ -306,3 +313,28 @@ def test_a_forked_child_collects_its_copy_of_a_client_and_exits(
     """
     code, out = run_script(tmp_path, body, protocol)
     assert (code, out) == (0, "startup\nhi\nchild exits\nchild status 0\nshutdown\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_a_forked_child_cannot_use_the_parents_asgi_client(tmp_path: Path) -> None:
+    # its loop's thread is the parent's: a request would wait for it forever
+    body = """
+    client = TestClient(app, protocol="asgi")
+    say(client.get("/").text)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            client.get("/")
+        except RuntimeError as exc:
+            say("refused:", "forked child" in str(exc))
+        client.close()  # the parent's lifespan: not ended here
+        say("child closed")
+        os._exit(0)
+    say("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    client.close()
+    """
+    code, out = run_script(tmp_path, body, "asgi")
+    assert (code, out) == (
+        0,
+        "startup\nhi\nrefused: True\nchild closed\nchild status 0\nshutdown\n",
+    )
