@@ -357,7 +357,10 @@ class WSGIAdapter:
             )
             if response.background is None:
                 return body
-            detach = False
+            # waitress writes the headers with the first non-empty chunk, or after
+            # close() when there is none (HEAD, 204, a redirect): tasks run there
+            # would keep the client waiting for its answer
+            detach = "waitress.client_disconnected" in environ and not any(body)
         else:
             body = self._stream(response, stream, has_body, environ, request)
             if response.background is None:

@@ -508,17 +508,32 @@ def _state(server: Server, token: str, until: str) -> dict[str, Any]:
 
 @pytest.mark.servers
 @pytest.mark.parametrize(
-    ("body", "task"), [("plain", "def"), ("plain", "async"), ("stream", "def"), ("stream", "async")]
+    ("method", "body", "task"),
+    [
+        ("GET", "plain", "def"),
+        ("GET", "plain", "async"),
+        ("GET", "stream", "def"),
+        ("GET", "stream", "async"),
+        # no body to write: waitress sends even the headers only after close()
+        ("HEAD", "plain", "def"),
+        ("GET", "empty", "def"),
+        ("GET", "redirect", "async"),
+    ],
 )
 def test_real_server_sends_the_response_before_the_task_runs(
-    server: Server, body: str, task: str
+    server: Server, method: str, body: str, task: str
 ) -> None:
     token = uuid.uuid4().hex
     # the whole response (a chunked one to its end) arrives while the task waits
     # for the release that only this test sends, once it has the response
-    response = httpx.get(f"{server.url}/work/{token}?body={body}&task={task}", timeout=10)
-    assert response.status_code == 200
-    assert response.content == b"".join(CHUNKS)
+    url = f"{server.url}/work/{token}?body={body}&task={task}"
+    response = httpx.request(method, url, timeout=10)
+    expected = {"plain": 200, "stream": 200, "empty": 204, "redirect": 303}[body]
+    assert response.status_code == expected
+    if method == "GET" and expected == 200:
+        assert response.content == b"".join(CHUNKS)
+    else:
+        assert response.content == b""
     assert _state(server, token, "started") == {"reached": True, "state": "waiting"}
     assert httpx.post(f"{server.url}/release/{token}", timeout=10).status_code == 200
     assert _state(server, token, "finished") == {"reached": True, "state": "released"}

@@ -23,7 +23,9 @@ from microweb import (
     BackgroundTask,
     BackgroundTasks,
     PlainTextResponse,
+    RedirectResponse,
     Request,
+    Response,
     StreamingResponse,
 )
 
@@ -102,6 +104,10 @@ def work(request: Request, token: str) -> Any:
     background = BackgroundTask(fn, token)
     if query.get("body") == "stream":
         return StreamingResponse(iter(CHUNKS), media_type="text/plain", background=background)
+    if query.get("body") == "empty":  # no chunk to write: waitress sends the headers last
+        return Response(status=204, background=background)
+    if query.get("body") == "redirect":
+        return RedirectResponse("/ping", 303, background=background)
     return PlainTextResponse(b"".join(CHUNKS), background=background)
 
 
