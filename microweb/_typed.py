@@ -595,12 +595,23 @@ def _check_type(tp: Any, name: str, where: str) -> None:
     except (TypeError, ValueError):
         readable = False
     if not readable:
+        from ._typed_forms import is_file_type
+
+        if is_file_type(tp):
+            raise TypeError(
+                f"parameter {name!r} of handler {where}: an uploaded file is a form field; "
+                f"write `{name}: Annotated[{_type_name(tp)}, Form()]`"
+            )
         raise TypeError(
             f"parameter {name!r} of handler {where} has a type microweb cannot read from a "
             f"query string, header or cookie: {tp!r} (str, int, float, bool, Decimal, UUID, "
             "datetime, date, time, an Enum or Literal, optional, or a list of them; a model "
             "is the JSON body)"
         )
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else repr(tp).replace("microweb.datastructures.", "")
 
 
 def _check_default(

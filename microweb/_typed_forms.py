@@ -127,10 +127,11 @@ class FormBody:
                         copy.copy(default) if type(default) in (list, dict, set) else default
                     )
                 continue  # a model applies its own default
-            wrong = _wrong_kind(item, raw)
-            if wrong is not None:
-                errors.append(_entry(["form", item.wire], wrong, "type_error"))
-                continue
+            if not self.pydantic:  # (pydantic says so itself, among its other errors)
+                wrong = _wrong_kind(item, raw)
+                if wrong is not None:
+                    errors.append(_entry(["form", item.wire], wrong, "type_error"))
+                    continue
             convert = item.convert
             if convert is None:
                 values[item.name] = raw
@@ -229,17 +230,22 @@ def form_body(
     required: bool,
     default: Any,
     where: str,
-    scalars: FormBody | None,
+    previous: FormBody | None,
 ) -> FormBody:
     """The FormBody of a ``Form()`` parameter: a model parameter, or one scalar
-    parameter added to the handler's others (`scalars`)."""
+    parameter added to the handler's others (`previous`)."""
     inner = _strip_annotated(annotation)[0]
-    model, optional = _without_none(inner)
+    model = _without_none(inner)[0]
+    if previous is not None and previous.name is not None:
+        raise TypeError(
+            f"handler {where} has two body parameters ({previous.name!r} and {name!r}): "
+            "a request has one body; put both in one Form() model"
+        )
     if is_model(model):
-        if scalars is not None:
+        if previous is not None:
             raise TypeError(
                 f"handler {where} takes the Form() model {name!r} and the Form() field(s) "
-                f"{', '.join(repr(i.name) for i in scalars.items)}: put them all in the model"
+                f"{', '.join(repr(i.name) for i in previous.items)}: put them all in the model"
             )
         if typing.get_origin(model) is list:
             raise TypeError(
@@ -249,15 +255,15 @@ def form_body(
             raise TypeError(
                 f"parameter {name!r} of handler {where}: a Form() model's default can only be None"
             )
-        return _model_form(name, model, marker, required or not optional, default, where)
+        return _model_form(name, model, marker, required, default, where)
     wire = marker.alias if marker is not None and marker.alias else name
     label = f"parameter {name!r} of handler {where}"
     tp = annotation if is_file_type(annotation) else _meta_type(annotation, marker)
     item = _item(name, wire, tp, required, default, label, where)
-    if scalars is None:
+    if previous is None:
         return FormBody(None, None, False, None, None, [item], None, False)
-    scalars.items.append(item)
-    return scalars
+    previous.items.append(item)
+    return previous
 
 
 def _model_form(
