@@ -83,7 +83,7 @@ def _has_unquoted_comma(value: str) -> bool:
 
 
 def form_kind(request: Request) -> str:
-    """The body's media type (lower-case, \"\" without one); several → 400."""
+    """The media type of the body, lower-case ("" when none is given); several → 400."""
     # several Content-Type fields (kept apart under ASGI, folded with a comma by
     # WSGI servers): which one? fail closed
     fields = request.headers.getall("content-type")
