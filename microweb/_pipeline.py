@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._matching import allowed_methods
 from ._parsers import encode_query, quote_path
 from .exceptions import HTTPException
+from .forms import read_form_async, read_form_sync
 from .requests import _UNSET
 from .responses import Response, error_response, json_dumps, to_response
 from .routing import ASYNC, SYNC
@@ -306,9 +307,15 @@ def _endpoint(app: App, request: Request, leaves: list[_Leaf]) -> Flow:
 
 
 def _read_body(request: Request) -> Step:
-    """The step that reads the whole body where the protocol reads it natively (on
-    the loop under ASGI, in the server's thread under WSGI), for a typed body."""
-    return (request.body, (), _NOKW, ASYNC if request._channel.native_async else SYNC)
+    """The step that reads the whole body (or the form, for a ``Form()`` parameter)
+    where the protocol reads it natively (on the loop under ASGI, in the server's
+    thread under WSGI), for a typed body."""
+    native = request._channel.native_async
+    if request.route.reads_form:  # type: ignore[union-attr]
+        if native:
+            return (read_form_async, (request,), _NOKW, ASYNC)
+        return (read_form_sync, (request,), _NOKW, SYNC)
+    return (request.body, (), _NOKW, ASYNC if native else SYNC)
 
 
 class _Redirect(HTTPException):

@@ -24,12 +24,15 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import msgspec
 
 from .exceptions import HTTPException
 from .params import Param, Path
+
+if TYPE_CHECKING:
+    from ._typed_forms import FormBody
 
 __all__ = [
     "Binder",
@@ -151,7 +154,13 @@ def _msgspec_error(exc: msgspec.ValidationError, loc: list[Any]) -> dict[str, An
 def _entry(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
     if len(msg) > _MAX_MSG:
         msg = msg[: _MAX_MSG - 3] + "..."
+    if any(type(part) is str and len(part) > _MAX_MSG for part in loc):  # a key of the input's
+        loc = [_short(part) if type(part) is str else part for part in loc]
     return {"loc": loc, "msg": msg, "type": kind}
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_MSG else text[: _MAX_MSG - 3] + "..."
 
 
 # --------------------------------------------------------------------------
@@ -269,7 +278,7 @@ class Binder:
         conn_names: tuple[str, ...],
         passthrough: tuple[str, ...],
         fields: list[Field],
-        body: BodyField | None,
+        body: BodyField | FormBody | None,
     ) -> None:
         self.conn_names = conn_names
         self.passthrough = passthrough  # untyped path parameters, given as matched
@@ -307,7 +316,10 @@ class Binder:
         body = self.body
         if body is not None:
             try:
-                kwargs[body.name] = _bind_body(body, conn)
+                if body.location == "form":
+                    body.bind(conn, kwargs)  # type: ignore[union-attr]
+                else:
+                    kwargs[body.name] = _bind_body(body, conn)  # type: ignore[arg-type, index]
             except RequestValidationError as exc:
                 errors = exc.errors if errors is None else [*errors, *exc.errors]
         if errors is not None:
@@ -358,14 +370,24 @@ def _bind_body(body: BodyField, conn: Any) -> Any:
         return _pydantic_body(body, data)
     try:
         return body.decode(data)
-    except msgspec.ValidationError as exc:
-        try:
-            msgspec.json.decode(data)  # a body that is not JSON at all is a 400 first
-        except msgspec.DecodeError:
-            raise HTTPException(400, "The body is not valid JSON") from None
-        raise RequestValidationError([_msgspec_error(exc, ["body"])]) from None
+    except msgspec.ValidationError as exc:  # (a DecodeError too: caught first)
+        error = exc
     except msgspec.DecodeError:
         raise HTTPException(400, "The body is not valid JSON") from None
+    except RecursionError:  # msgspec's guard against deep nesting: no 500
+        raise HTTPException(400, _TOO_DEEP) from None
+    try:
+        msgspec.json.decode(data)  # a body that is not JSON at all is a 400 first
+    except msgspec.ValidationError:
+        pass  # JSON, with a number out of range (5,000 digits): the 422
+    except msgspec.DecodeError:
+        raise HTTPException(400, "The body is not valid JSON") from None
+    except RecursionError:
+        raise HTTPException(400, _TOO_DEEP) from None
+    raise RequestValidationError([_msgspec_error(error, ["body"])])
+
+
+_TOO_DEEP = "The JSON body is nested too deeply"
 
 
 def _pydantic_body(body: BodyField, data: bytes) -> Any:
@@ -375,7 +397,13 @@ def _pydantic_body(body: BodyField, data: bytes) -> Any:
         return body.decode(data)
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        if any(e["type"] == "json_invalid" for e in errors):
+        invalid = [e for e in errors if e["type"] == "json_invalid"]
+        if invalid and "number out of range" in invalid[0]["msg"]:
+            # valid JSON, a number pydantic's parser will not hold (5,000 digits)
+            raise RequestValidationError(
+                [_entry(["body"], "Number out of range", "value_error")]
+            ) from None
+        if invalid:
             raise HTTPException(400, "The body is not valid JSON") from None
         raise RequestValidationError(
             [_entry(["body", *e["loc"]], e["msg"], e["type"]) for e in errors]
@@ -416,7 +444,7 @@ def analyse_typed(
     """The binder of `fn`, or None when nothing needs binding beyond the request
     and untyped path parameters (`path_params`: name -> its converter)."""
     fields: list[Field] = []
-    body: BodyField | None = None
+    body: BodyField | FormBody | None = None
     passthrough: list[str] = []
     where = _describe(fn)
     for p in sig.parameters.values():
@@ -424,7 +452,11 @@ def analyse_typed(
             continue
         annotation = hints.get(p.name, Any)
         inner, extras = _strip_annotated(annotation)
-        markers = [e for e in extras if isinstance(e, Param)]
+        markers = [
+            e
+            for e in extras
+            if isinstance(e, Param) or (isinstance(e, type) and issubclass(e, Param))
+        ]
         if len(markers) > 1:
             raise TypeError(f"parameter {p.name!r} of handler {where} has two markers")
         marker = markers[0] if markers else None
@@ -458,14 +490,21 @@ def analyse_typed(
         location = marker.location if marker is not None else None
         if location is None and is_model(annotation):
             location = "body"
-        if location in ("body", "form"):
+        if location == "form":
+            if body is not None and body.location != "form":
+                raise TypeError(_json_and_form(where, body.name, p.name))  # type: ignore[arg-type]
+            from ._typed_forms import form_body
+
+            body = form_body(p.name, annotation, marker, required, default, where, body)  # type: ignore[arg-type]
+            continue
+        if location == "body":
+            if body is not None and body.location == "form":
+                raise TypeError(_json_and_form(where, p.name, _form_name(body)))  # type: ignore[arg-type]
             if body is not None:
                 raise TypeError(
                     f"handler {where} has two body parameters ({body.name!r} and {p.name!r}): "
                     "a request has one body; put both in one model"
                 )
-            if location == "form":
-                raise TypeError(f"parameter {p.name!r} of handler {where}: Form() is not built yet")
             body = _body_field(p.name, annotation, marker, required, default, where)
             continue
         location = location or "query"
@@ -498,6 +537,18 @@ def analyse_typed(
     if not fields and body is None:
         return None
     return Binder(conn_names, tuple(passthrough), fields, body)
+
+
+def _form_name(form: FormBody) -> str:
+    return form.name if form.name is not None else form.items[0].name
+
+
+def _json_and_form(where: str, json_name: str, form_name: str) -> str:
+    return (
+        f"handler {where} takes the JSON body {json_name!r} and the form field {form_name!r}: "
+        "a request has one body, JSON or a form; put the JSON fields in the Form() model, "
+        "or send JSON only"
+    )
 
 
 def _path_converter(tp: Any) -> Callable[[Any], Any]:
@@ -544,12 +595,23 @@ def _check_type(tp: Any, name: str, where: str) -> None:
     except (TypeError, ValueError):
         readable = False
     if not readable:
+        from ._typed_forms import is_file_type
+
+        if is_file_type(tp):
+            raise TypeError(
+                f"parameter {name!r} of handler {where}: an uploaded file is a form field; "
+                f"write `{name}: Annotated[{_type_name(tp)}, Form()]`"
+            )
         raise TypeError(
             f"parameter {name!r} of handler {where} has a type microweb cannot read from a "
             f"query string, header or cookie: {tp!r} (str, int, float, bool, Decimal, UUID, "
             "datetime, date, time, an Enum or Literal, optional, or a list of them; a model "
             "is the JSON body)"
         )
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else repr(tp).replace("microweb.datastructures.", "")
 
 
 def _check_default(
@@ -584,6 +646,8 @@ def _body_field(
             f"body parameter {name!r} of handler {where} has a type msgspec cannot decode: "
             f"{tp!r} ({exc})"
         ) from None
+    if not required and default is not None:
+        _check_default(decoder.decode, default, tp, name, where)
     return BodyField(name, "body", annotation, tp, required, default, marker, decoder.decode, False)
 
 

@@ -343,6 +343,17 @@ class UploadFile:
         )
 
     @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """In a pydantic model (a ``Form()`` one), a field typed UploadFile holds the file."""
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(cls)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "string", "format": "binary"}
+
+    @classmethod
     def spooled(cls, max_memory: int) -> IO[bytes]:
         """A temporary binary file that moves to disk beyond `max_memory` bytes."""
         return tempfile.SpooledTemporaryFile(max_size=max_memory, mode="w+b")

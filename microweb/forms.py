@@ -12,7 +12,18 @@ if TYPE_CHECKING:
     from .applications import App
     from .requests import Request
 
-__all__ = ["parse_form_async", "parse_form_sync", "parse_urlencoded"]
+__all__ = [
+    "FORM_TYPES",
+    "form_kind",
+    "parse_form_async",
+    "parse_form_sync",
+    "parse_urlencoded",
+    "read_form_async",
+    "read_form_sync",
+]
+
+#: The media types of a form body.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def parse_urlencoded(app: App, body: bytes) -> FormData:
@@ -71,7 +82,8 @@ def _has_unquoted_comma(value: str) -> bool:
     return False
 
 
-def _kind(request: Request) -> str:
+def form_kind(request: Request) -> str:
+    """The media type of the body, lower-case ("" when none is given); several → 400."""
     # several Content-Type fields (kept apart under ASGI, folded with a comma by
     # WSGI servers): which one? fail closed
     fields = request.headers.getall("content-type")
@@ -82,7 +94,7 @@ def _kind(request: Request) -> str:
 
 
 def parse_form_sync(request: Request) -> FormData:
-    kind = _kind(request)
+    kind = form_kind(request)
     if kind == "application/x-www-form-urlencoded":
         request._consume("body")
         return parse_urlencoded(request.app, request._read_all_sync())
@@ -105,7 +117,7 @@ def parse_form_sync(request: Request) -> FormData:
 
 
 async def parse_form_async(request: Request) -> FormData:
-    kind = _kind(request)
+    kind = form_kind(request)
     if kind == "application/x-www-form-urlencoded":
         request._consume("body")
         return parse_urlencoded(request.app, await request._read_all_async())
@@ -125,3 +137,29 @@ async def parse_form_async(request: Request) -> FormData:
         keep.done()
         return form
     return FormData()
+
+
+# The pipeline's step before a typed Form() parameter is bound: read the form
+# where the protocol reads natively (in the server's thread under WSGI, on the
+# loop under ASGI). A body without a Content-Type is read too, so the binder can
+# tell "no form at all" from a body of another kind (415).
+
+
+def read_form_sync(request: Request) -> None:
+    if request._form is None:
+        kind = form_kind(request)
+        if kind in FORM_TYPES:
+            request._form = parse_form_sync(request)
+        elif not kind:
+            request._consume("body")
+            request._read_all_sync()
+
+
+async def read_form_async(request: Request) -> None:
+    if request._form is None:
+        kind = form_kind(request)
+        if kind in FORM_TYPES:
+            request._form = await parse_form_async(request)
+        elif not kind:
+            request._consume("body")
+            await request._read_all_async()

@@ -103,6 +103,7 @@ class Route:
         "path",
         "plain",
         "reads_body",
+        "reads_form",
         "segments",
         "websocket",
     )
@@ -148,6 +149,8 @@ class Route:
                 self.endpoint = _returning(endpoint, convert, self.is_async)
         #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
         self.reads_body = self.binder is not None and self.binder.body is not None
+        #: ... and it is read as a form (a Form() parameter).
+        self.reads_form = self.reads_body and self.binder.body.location == "form"  # type: ignore[union-attr]
         if self.reads_body:
             self.plain = False  # the adapters' direct call does not read bodies
 

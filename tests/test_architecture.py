@@ -12,6 +12,7 @@ PACKAGE = Path(microweb.__file__).parent
 #: The protocol-free core (STYLE.md): it must not know event loops or servers.
 CORE = [
     "_typed",
+    "_typed_forms",
     "params",
     "background",
     "routing",
