@@ -172,26 +172,28 @@ def _path_parameters(route: Route, schemas: _Schemas) -> Iterator[dict[str, Any]
     for name, converter in _path_converters(route):
         field = typed.get(name)
         kind = _CONVERTER_SCHEMAS.get(type(converter).__name__)
-        if field is not None:
-            schema = schemas.add(field.type, "validation", _marker_extras(field.marker))
-            if kind is not None and "minimum" in kind:
-                # the converter takes digits only: never below zero, whatever the type says
-                schemas.after(schema, _at_least_zero)
-        elif kind is not None:
+        if kind is None:  # a custom converter: what its regex accepts
+            kind = {"type": "string", "pattern": f"^(?:{converter.regex})$"}
+        if field is None:
             schema = dict(kind)
-        else:  # a custom converter: what its regex accepts
-            schema = {"type": "string", "pattern": f"^(?:{converter.regex})$"}
+        else:
+            # the annotation's schema, within what the converter lets through
+            schema = schemas.add(field.type, "validation", _marker_extras(field.marker))
+            schemas.after(schema, lambda s, kind=kind: _within(s, kind))  # type: ignore[misc]
         param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": schema}
         if field is not None:
             _document(param, field)
         yield param
 
 
-def _at_least_zero(schema: dict[str, Any]) -> None:
-    if schema.get("type") in ("integer", "number") and not (
-        {"minimum", "exclusiveMinimum"} & schema.keys()
-    ):
-        schema["minimum"] = 0
+def _within(schema: dict[str, Any], kind: dict[str, Any]) -> None:
+    """Add the converter's bound (digits: never below zero; a custom one's pattern)
+    to the annotation's `schema` where it has none of its own."""
+    numeric = schema.get("type") in ("integer", "number")
+    if "minimum" in kind and numeric and not {"minimum", "exclusiveMinimum"} & schema.keys():
+        schema["minimum"] = kind["minimum"]
+    if "pattern" in kind and schema.get("type") == "string" and "pattern" not in schema:
+        schema["pattern"] = kind["pattern"]
 
 
 _CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
