@@ -5,6 +5,7 @@ docs extra), and `microweb openapi`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import subprocess
@@ -21,8 +22,9 @@ from microweb import App, Header, HTMLResponse, Path, Router
 from microweb import _docs as docs_module
 from tests.apps import typed_api
 
+from . import browser
 from .conftest import MakeClient
-from .servers import BIN, ROOT
+from .servers import BIN, ROOT, serve
 
 
 def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -579,3 +581,54 @@ def test_microweb_openapi_prints_the_document() -> None:
         )
         assert json.loads(result.stdout) == json.loads(json.dumps(typed_api.app.openapi()))
     assert len(result.stdout.splitlines()) == 1  # --indent 0: one line
+
+
+# ------------------------------------------------------------------ in a browser
+
+
+@pytest.mark.servers
+@pytest.mark.skipif(
+    browser.CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)"
+)
+@pytest.mark.parametrize("server", ["uvicorn", "waitress"])
+def test_swagger_ui_works_offline_in_chromium(server: str) -> None:
+    """The docs page, its files served by the app (the docs extra) and Chromium kept
+    off every host but this one: the operations are listed, and "Try it out" then
+    "Execute" on a GET shows the API's 200."""
+    op = "#operations-items-list_items"
+
+    async def scenario(url: str) -> tuple[list[str], list[str], str, str]:
+        async with browser.chromium(browser.LOCAL_ONLY) as chrome:
+            page = await chrome.open(f"{url}/docs", width=1200, height=900)
+            await chrome.wait_for(page, "document.querySelectorAll('.opblock').length >= 15")
+            listed = await chrome.evaluate(
+                page,
+                "Array.from(document.querySelectorAll('.opblock-summary-path'))"
+                ".map(e => e.textContent)",
+            )
+            for step in (".opblock-summary-control", ".try-out__btn", "button.execute"):
+                selector = json.dumps(f"{op} {step}")
+                await chrome.wait_for(page, f"!!document.querySelector({selector})")
+                await chrome.evaluate(page, f"document.querySelector({selector}).click(); true")
+            cell = json.dumps(f"{op} .live-responses-table tbody .response-col_status")
+            status = await chrome.wait_for(
+                page, f"document.querySelector({cell})?.textContent.trim()"
+            )
+            shown = await chrome.evaluate(
+                page,
+                f"document.querySelector({json.dumps(op + ' .live-responses-table')}).textContent",
+            )
+            loaded = await chrome.evaluate(
+                page, "performance.getEntriesByType('resource').map(e => e.name)"
+            )
+            return listed, loaded, status, shown
+
+    with serve(server, "tests.apps.typed_api") as running:
+        listed, loaded, status, shown = asyncio.run(scenario(running.url))
+    assert {"/items", "/items/{item_id}", "/users", "/v1/ping"} <= set(listed)
+    assert "/hidden" not in listed
+    assert status == "200"
+    assert '"lamp"' in shown  # the API's answer, as Swagger UI shows it
+    assert f"{running.url}/docs/assets/swagger-ui-bundle.js" in loaded
+    assert f"{running.url}/openapi.json" in loaded
+    assert all(name.startswith(running.url + "/") for name in loaded), loaded
