@@ -571,6 +571,21 @@ def test_the_apps_own_routes_take_precedence(
     assert App().routes == []
 
 
+def test_hooks_run_for_the_docs_routes_too(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.before_request
+    def members_only(request: Any) -> Any:
+        if request.headers.get("x-member") != "yes":
+            return {"detail": "members only"}, 401
+        return None
+
+    client = make_client(app)
+    for path in ("/openapi.json", "/docs", "/docs/assets/swagger-ui.css"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"x-member": "yes"}).status_code == 200
+
+
 def test_microweb_openapi_prints_the_document() -> None:
     for command in (
         [str(BIN / "microweb"), "openapi", "tests.apps.typed_api:app"],
