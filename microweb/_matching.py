@@ -376,13 +376,15 @@ def _same_spec(a: Any, b: Any) -> bool:
 class Matcher:
     """All routes of an app, compiled into a segment trie."""
 
-    __slots__ = ("_root", "_static", "slash_routes")
+    __slots__ = ("_root", "_static", "fallback", "slash_routes")
 
     def __init__(self) -> None:
         self._root = _Node()
         self._static: dict[str, _Leaf] = {}
         #: Whether any route's path ends with "/" (else "/x" never redirects to "/x/").
         self.slash_routes = False
+        #: Routes tried only when none of these matches (the app's docs routes).
+        self.fallback: Matcher | None = None
 
     def add(self, route: Route) -> None:
         if route.path.endswith("/"):
@@ -446,6 +448,10 @@ class Matcher:
         found = _search(self._root, segments, 1, len(segments), method, partial)
         if found is not None:
             return found[0], found[1], _NO_LEAVES
+        if self.fallback is not None:
+            route, params, leaves = self.fallback.match(method, path, segments)
+            if route is not None or not partial:
+                return route, params, leaves
         return None, {}, partial
 
 

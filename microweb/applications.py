@@ -43,6 +43,12 @@ class App(Registrar):
     413), the form limits `max_form_fields`, `max_form_files` and
     `max_form_field_size`, `thread_limit` (worker threads for ``def`` handlers
     under ASGI) and `lifespan` (``fn(app)`` returning an async context manager).
+
+    The OpenAPI document (`openapi`) has the `title`, `version` and
+    `description` given; it is served at `openapi_url` and its interactive
+    docs (Swagger UI) at `docs_url` (``None`` turns either off; the docs need
+    the document). Routes of your own on those paths take precedence.
+
     All but `lifespan` are kept as attributes of the same name; `app.state` is
     a namespace for your application-wide objects.
     """
@@ -58,6 +64,11 @@ class App(Registrar):
         max_form_field_size: int = 1 * MiB,
         thread_limit: int = 100,
         lifespan: Callable[[App], Any] | None = None,
+        title: str = "microweb",
+        version: str = "0.1.0",
+        description: str | None = None,
+        openapi_url: str | None = "/openapi.json",
+        docs_url: str | None = "/docs",
     ) -> None:
         if thread_limit < 1:
             raise ValueError("thread_limit must be at least 1")
@@ -68,6 +79,11 @@ class App(Registrar):
         self.max_form_files = max_form_files
         self.max_form_field_size = max_form_field_size
         self.thread_limit = thread_limit
+        self.title = title
+        self.version = version
+        self.description = description
+        self.openapi_url = openapi_url
+        self.docs_url = docs_url if openapi_url is not None else None
         self.state = State()
         self._lifespan = lifespan
         self._lifespan_cm: Any = None
@@ -92,6 +108,16 @@ class App(Registrar):
         #: Set when startup failed (per process): requests get 500, startup is not retried.
         self._startup_error: BaseException | None = None
         self._start_lock = threading.Lock()
+        #: The OpenAPI document, built on first use; a route added later drops it.
+        self._openapi: dict[str, Any] | None = None
+        #: The paths of the docs routes (less a trailing slash) that routes of the app took.
+        self._docs_taken: set[str] = set()
+        self._docs_paths = {u.rstrip("/") for u in (openapi_url, self.docs_url) if u is not None}
+        if self._docs_paths:
+            from ._docs import docs_matcher
+
+            # kept out of `routes`, and consulted only when no route of the app matches
+            self._matcher.fallback = docs_matcher(self, self._docs_taken)
 
     # ------------------------------------------------------------ entry points
     @cached_property
@@ -130,10 +156,12 @@ class App(Registrar):
             websocket=spec.websocket,
             before=spec.before,
             after=spec.after,
+            status=spec.status,
+            doc=spec.doc,
         )
         existing = self._names.get(name)
         if existing is not None and not (
-            existing.endpoint is spec.endpoint and existing.path == spec.path
+            existing.handler is spec.endpoint and existing.path == spec.path
         ):
             raise ValueError(
                 f"two routes are named {name!r} ({existing.path} and {spec.path}); "
@@ -142,6 +170,27 @@ class App(Registrar):
         self._names.setdefault(name, route)
         self._routes.append(route)
         self._matcher.add(route)
+        self._openapi = None
+        bare = spec.path.rstrip("/")
+        if bare in self._docs_paths and bare not in self._docs_taken:
+            from ._docs import docs_matcher
+
+            # a route of the app's own on a docs path (or its slash twin) replaces it
+            self._docs_taken.add(bare)
+            self._matcher.fallback = docs_matcher(self, self._docs_taken)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of the app's HTTP routes, as a dict.
+
+        Built on first use and kept (a route added later rebuilds it): changes
+        made to the dict are what `openapi_url` serves.
+        """
+        doc = self._openapi
+        if doc is None:
+            from ._openapi import build
+
+            doc = self._openapi = build(self)
+        return doc
 
     @property
     def routes(self) -> list[Route]:
@@ -186,10 +235,15 @@ class App(Registrar):
         route_name = name or prefix.strip("/") or "static"
         files = StaticFiles(directory, html=html)
         methods = ["GET", "HEAD"]
-        self.route(prefix + "/{path:path}", methods, name=route_name)(files.serve)
-        self.route(prefix + "/", methods, name=f"{route_name}:index")(files.index)
+        hidden = False  # files are not operations of the API
+        self.route(prefix + "/{path:path}", methods, route_name, include_in_schema=hidden)(
+            files.serve
+        )
+        self.route(prefix + "/", methods, f"{route_name}:index", include_in_schema=hidden)(
+            files.index
+        )
         if prefix:
-            self.route(prefix, methods, name=f"{route_name}:bare")(files.bare)
+            self.route(prefix, methods, f"{route_name}:bare", include_in_schema=hidden)(files.bare)
 
     def url_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name`, its parameters converted and encoded."""

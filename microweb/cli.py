@@ -3,6 +3,7 @@
     microweb run mod:app [--server uvicorn|waitress|gunicorn] [--host H] [--port P]
                          [--workers N] [--threads N] [--reload]
     microweb routes mod:app
+    microweb openapi mod:app [--indent N]
 
 `run` serves ``app.asgi`` with uvicorn (the default) or ``app.wsgi`` with
 waitress or gunicorn (through gunicorn's embedding API, so no ``wsgi =
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .applications import App
 
-__all__ = ["load_app", "main", "routes_table", "serve"]
+__all__ = ["load_app", "main", "openapi_json", "routes_table", "serve"]
 
 SERVERS = ("uvicorn", "waitress", "gunicorn")
 
@@ -154,6 +155,14 @@ def routes_table(app: App) -> str:
     )
 
 
+def openapi_json(app: App, indent: int | None = 2) -> str:
+    """The OpenAPI document of `app` as JSON text (`indent` None: on one line)."""
+    import json
+
+    separators = (",", ":") if indent is None else None
+    return json.dumps(app.openapi(), indent=indent, ensure_ascii=False, separators=separators)
+
+
 #: Signals that stop ``microweb run --reload``, and its server with it.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -217,7 +226,8 @@ def _stop_child(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="microweb", description="Run a microweb app, or list its routes."
+        prog="microweb",
+        description="Run a microweb app, list its routes, or print its OpenAPI document.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve an app (uvicorn on app.asgi by default)")
@@ -230,9 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--reload", action="store_true", help="restart when a .py file changes")
     routes = sub.add_parser("routes", help="list the routes of an app")
     routes.add_argument("app", help="the app, as module:attribute")
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document of an app as JSON")
+    openapi.add_argument("app", help="the app, as module:attribute")
+    openapi.add_argument(
+        "--indent", type=int, default=2, help="spaces per level; 0 prints one line (default 2)"
+    )
     args = parser.parse_args(args_list)
     if args.command == "routes":
         print(routes_table(load_app(args.app)))
+        return 0
+    if args.command == "openapi":
+        print(openapi_json(load_app(args.app), args.indent or None))
         return 0
     if args.reload:
         return _reload_loop(args_list)

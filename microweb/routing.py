@@ -6,12 +6,13 @@ in `_matching` (the segment trie).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote
 
 from ._matching import (
@@ -28,7 +29,10 @@ from ._matching import (
 )
 from ._typed import Binder, analyse_typed, return_converter
 
-__all__ = ["Converter", "Route", "Router"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Converter", "Route", "RouteDoc", "RouteOptions", "Router"]
 
 Handler = Callable[..., Any]
 
@@ -95,7 +99,9 @@ class Route:
         "after",
         "before",
         "binder",
+        "doc",
         "endpoint",
+        "handler",
         "is_async",
         "methods",
         "name",
@@ -105,6 +111,7 @@ class Route:
         "reads_body",
         "reads_form",
         "segments",
+        "status",
         "websocket",
     )
 
@@ -119,9 +126,18 @@ class Route:
         websocket: bool = False,
         before: tuple[Hook, ...] = (),
         after: tuple[Hook, ...] = (),
+        status: int | None = None,
+        doc: RouteDoc | None = None,
     ) -> None:
         self.path = path
+        #: What the pipeline calls: the handler, or a wrapper that converts its return.
         self.endpoint = endpoint
+        #: The function as registered (its signature, docstring and annotations).
+        self.handler = endpoint
+        #: The status of a return value that is not a Response (``status=``).
+        self.status = status
+        #: The route's OpenAPI documentation (the decorator's keyword options).
+        self.doc = doc if doc is not None else _NO_DOC
         self.methods = frozenset(methods)
         self.name = name
         self.segments = segments
@@ -145,8 +161,8 @@ class Route:
         self._call, self._kwmap, self.binder = _analyse(endpoint, names, websocket, path)
         if not websocket:
             convert = return_converter(endpoint)
-            if convert is not None:
-                self.endpoint = _returning(endpoint, convert, self.is_async)
+            if convert is not None or status is not None:
+                self.endpoint = _returning(endpoint, convert, self.is_async, status)
         #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
         self.reads_body = self.binder is not None and self.binder.body is not None
         #: ... and it is read as a form (a Form() parameter).
@@ -201,10 +217,17 @@ class Route:
 _NOKW: dict[str, Any] = {}
 
 
-def _returning(fn: Handler, convert: Callable[[Any], Any], is_async: bool) -> Handler:
-    """`fn`, its return value converted to its annotated model (a Response passes)."""
+def _returning(
+    fn: Handler, convert: Callable[[Any], Any] | None, is_async: bool, status: int | None = None
+) -> Handler:
+    """`fn`, its return value converted to its annotated model (a Response passes),
+    and given the route's `status` (a returned ``(body, status)`` keeps its own)."""
     from .responses import Response
 
+    if status is not None:
+        convert = _with_status(convert, status)
+    elif convert is None:  # pragma: no cover - the caller wraps only with one of them
+        return fn
     if is_async:
 
         @functools.wraps(fn)
@@ -220,6 +243,20 @@ def _returning(fn: Handler, convert: Callable[[Any], Any], is_async: bool) -> Ha
         return rv if isinstance(rv, Response) else convert(rv)
 
     return call
+
+
+def _with_status(convert: Callable[[Any], Any] | None, status: int) -> Callable[[Any], Any]:
+    """What gives a return value (not a Response) the route's status: ``(value, status)``,
+    which `to_response` reads as any returned tuple."""
+
+    def with_status(rv: Any) -> Any:
+        if type(rv) is tuple:  # the handler's own (body, status[, headers])
+            if convert is not None and rv:
+                return (convert(rv[0]), *rv[1:])
+            return rv
+        return (rv if convert is None else convert(rv)), status
+
+    return with_status
 
 
 def _describe(fn: Any) -> str:
@@ -392,6 +429,90 @@ def _check_methods(methods: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class RouteDoc:
+    """A route's OpenAPI documentation: the keyword options of its decorator
+    (`App.openapi` reads them; none of them is looked at per request)."""
+
+    tags: tuple[str, ...] = ()
+    summary: str | None = None
+    description: str | None = None
+    deprecated: bool = False
+    operation_id: str | None = None
+    responses: Mapping[int | str, Any] = field(default_factory=dict)
+    include_in_schema: bool = True
+
+
+_NO_DOC = RouteDoc()
+
+
+class RouteOptions(TypedDict, total=False):
+    """The keyword options every route decorator takes (see `Registrar.route`)."""
+
+    status: int | None
+    tags: Sequence[str] | None
+    summary: str | None
+    description: str | None
+    deprecated: bool
+    operation_id: str | None
+    responses: Mapping[int | str, Any] | None
+    include_in_schema: bool
+
+
+_RESPONSE_KEYS = frozenset({"default", "1XX", "2XX", "3XX", "4XX", "5XX"})
+
+
+def _check_status(status: Any) -> int | None:
+    if status is None:
+        return None
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"status must be an int in 100..599, not {status!r}")
+    return status
+
+
+def _route_doc(
+    tags: Sequence[str] | None,
+    summary: str | None,
+    description: str | None,
+    deprecated: bool,
+    operation_id: str | None,
+    responses: Mapping[int | str, Any] | None,
+    include_in_schema: bool,
+) -> RouteDoc:
+    """The documentation options, checked at registration."""
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of str, e.g. tags=[{tags!r}]")
+    checked: dict[int | str, Any] = {}
+    for key, value in (responses or {}).items():
+        if not (
+            (type(key) is int and 100 <= key <= 599)
+            or (isinstance(key, str) and (key in _RESPONSE_KEYS or key.isdigit()))
+        ):
+            raise ValueError(
+                f"responses keys are statuses (404) or 'default', '4XX'...; not {key!r}"
+            )
+        checked[int(key) if isinstance(key, str) and key.isdigit() else key] = value
+    if (
+        not tags
+        and summary is None
+        and description is None
+        and not deprecated
+        and operation_id is None
+        and not checked
+        and include_in_schema
+    ):
+        return _NO_DOC
+    return RouteDoc(
+        tuple(tags or ()),
+        summary,
+        description,
+        deprecated,
+        operation_id,
+        checked,
+        include_in_schema,
+    )
+
+
 @dataclass
 class RouteSpec:
     """A route as declared, before it is compiled into an app."""
@@ -403,6 +524,8 @@ class RouteSpec:
     websocket: bool = False
     before: tuple[Hook, ...] = ()
     after: tuple[Hook, ...] = ()
+    status: int | None = None
+    doc: RouteDoc = _NO_DOC
 
 
 @dataclass
@@ -418,44 +541,91 @@ class Registrar:
         raise NotImplementedError
 
     def route(
-        self, path: str, methods: Iterable[str] | None = None, name: str | None = None
+        self,
+        path: str,
+        methods: Iterable[str] | None = None,
+        name: str | None = None,
+        *,
+        status: int | None = None,
+        tags: Sequence[str] | None = None,
+        summary: str | None = None,
+        description: str | None = None,
+        deprecated: bool = False,
+        operation_id: str | None = None,
+        responses: Mapping[int | str, Any] | None = None,
+        include_in_schema: bool = True,
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated function for `path` and `methods` (default ``["GET"]``)."""
+        """Register the decorated function for `path` and `methods` (default ``["GET"]``).
+
+        `status` is the status of a return value that is not a `Response`
+        (``201`` for a created item; a returned ``(body, status)`` keeps its
+        own). The rest documents the route in `App.openapi`: `tags`,
+        `summary`, `description` (default: the handler's docstring),
+        `deprecated`, `operation_id` (default: the route's name), `responses`
+        (more responses, ``{404: Model or "description"}``) and
+        `include_in_schema` (False leaves the route out). Every route
+        decorator (`get`, `post`, ...) takes these keyword options too.
+        """
         checked = _check_methods(methods)
+        doc = _route_doc(
+            tags, summary, description, deprecated, operation_id, responses, include_in_schema
+        )
+        code = _check_status(status)
 
         def decorator(fn: Handler) -> Handler:
-            self._add(RouteSpec(path, fn, checked, name))
+            self._add(RouteSpec(path, fn, checked, name, status=code, doc=doc))
             return fn
 
         return decorator
 
-    def get(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``GET`` (and ``HEAD``) requests to `path`."""
-        return self.route(path, ["GET"], name)
+    def get(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``GET`` (and ``HEAD``) requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["GET"], name, **options)
 
-    def post(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``POST`` requests to `path`."""
-        return self.route(path, ["POST"], name)
+    def post(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``POST`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["POST"], name, **options)
 
-    def put(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``PUT`` requests to `path`."""
-        return self.route(path, ["PUT"], name)
+    def put(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``PUT`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["PUT"], name, **options)
 
-    def patch(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``PATCH`` requests to `path`."""
-        return self.route(path, ["PATCH"], name)
+    def patch(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``PATCH`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["PATCH"], name, **options)
 
-    def delete(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``DELETE`` requests to `path`."""
-        return self.route(path, ["DELETE"], name)
+    def delete(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``DELETE`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["DELETE"], name, **options)
 
-    def head(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``HEAD`` requests to `path`."""
-        return self.route(path, ["HEAD"], name)
+    def head(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``HEAD`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["HEAD"], name, **options)
 
-    def options(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
-        """Register the decorated function for ``OPTIONS`` requests to `path`."""
-        return self.route(path, ["OPTIONS"], name)
+    def options(
+        self, path: str, name: str | None = None, **options: Unpack[RouteOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``OPTIONS`` requests to `path`
+        (`options`: those of `route`)."""
+        return self.route(path, ["OPTIONS"], name, **options)
 
     def websocket(self, path: str, name: str | None = None) -> Callable[[Handler], Handler]:
         """Register an ``async def`` WebSocket handler for `path` (served under ASGI only)."""
@@ -514,14 +684,8 @@ class Router(Registrar):
         before = tuple(self._hooks.before)
         after = tuple(self._hooks.after)
         return [
-            RouteSpec(
-                prefix + s.path,
-                s.endpoint,
-                s.methods,
-                s.name,
-                s.websocket,
-                before + s.before,
-                after + s.after,
+            dataclasses.replace(
+                s, path=prefix + s.path, before=before + s.before, after=after + s.after
             )
             for s in self.specs
         ]

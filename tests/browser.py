@@ -160,13 +160,18 @@ class Browser:
             await asyncio.sleep(0.05)
 
 
+#: A flag that leaves Chromium no host to reach but this machine (no CDN, nothing).
+LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
+
+
 @contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    """Start Chromium (a fresh --user-data-dir), yield a `Browser`, stop it by PID."""
+async def chromium(*flags: str) -> AsyncIterator[Browser]:
+    """Start Chromium (a fresh --user-data-dir, `flags` added), yield a `Browser`,
+    stop it by PID."""
     assert CHROMIUM is not None
     profile = tempfile.mkdtemp(prefix="microweb-chromium-")
     process = subprocess.Popen(
-        [CHROMIUM, f"--user-data-dir={profile}", *FLAGS],
+        [CHROMIUM, f"--user-data-dir={profile}", *flags, *FLAGS],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
