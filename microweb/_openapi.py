@@ -150,19 +150,43 @@ def _operation(
     binder = route.binder
     if binder is not None and binder.body is not None:
         body = binder.body
-        schema = schemas.add(body.type, "validation", _marker_extras(body.marker))
+        schema = _body_schema(body, schemas)
         media = ["application/json"]
         if body.location == "form":
             media = ["application/x-www-form-urlencoded", "multipart/form-data"]
         request_body: dict[str, Any] = {"content": {m: {"schema": schema} for m in media}}
         if body.marker is not None and body.marker.description:
             request_body["description"] = body.marker.description
-        request_body["required"] = body.required
+        request_body["required"] = _body_required(body)
         op["requestBody"] = request_body
     op["responses"] = _responses(route, schemas, error_refs if binder is not None else None)
     if doc.deprecated:
         op["deprecated"] = True
     return op
+
+
+def _body_schema(body: Any, schemas: _Schemas) -> dict[str, Any]:
+    """The schema of a JSON body (`BodyField`) or a form (`FormBody`): a form model's
+    own, or for single ``Form()`` parameters an object with one property each."""
+    extras = _marker_extras(body.marker)
+    if body.location != "form":
+        return schemas.add(body.type, "validation", extras)
+    if body.annotation is not None:
+        return schemas.add(body.annotation, "validation", extras)
+    properties = {item.wire: schemas.add(item.type, "validation") for item in body.items}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    required = [item.wire for item in body.items if item.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _body_required(body: Any) -> bool:
+    """Whether a request must carry the body: single ``Form()`` fields make it
+    required when any of them is."""
+    if body.location == "form" and body.annotation is None:
+        return any(item.required for item in body.items)
+    return bool(body.required)
 
 
 def _path_parameters(route: Route, schemas: _Schemas) -> Iterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ import pydantic
 import pytest
 from openapi_spec_validator import validate
 
-from microweb import App, Header, HTMLResponse, Path, Router
+from microweb import App, Form, Header, HTMLResponse, Path, Router, UploadFile
 from microweb import _docs as docs_module
 from tests.apps import typed_api
 
@@ -162,6 +162,36 @@ def test_a_rich_api_gives_a_valid_openapi_3_1_document() -> None:
     html = ops["GET", "/files/{name}"]["responses"]["200"]["content"]
     assert html == {"text/html": {"schema": {"type": "string"}}}
     assert ops["GET", "/either"]["operationId"] != ops["POST", "/either"]["operationId"]
+
+
+class Profile(msgspec.Struct):
+    name: str
+    age: int = 0
+    avatar: UploadFile | None = None
+
+
+def test_forms_are_documented_as_urlencoded_and_multipart_bodies() -> None:
+    app = App()
+
+    @app.post("/profile")
+    def profile(p: Annotated[Profile, Form()]) -> None: ...
+
+    @app.post("/login")
+    def login(user: Annotated[str, Form()], remember: Annotated[bool, Form()] = False) -> None: ...
+
+    doc = app.openapi()
+    validate(doc)
+    media = ["application/x-www-form-urlencoded", "multipart/form-data"]
+    model = doc["paths"]["/profile"]["post"]["requestBody"]
+    assert sorted(model["content"]) == media
+    assert model["content"][media[1]]["schema"] == {"$ref": "#/components/schemas/Profile"}
+    avatar = doc["components"]["schemas"]["Profile"]["properties"]["avatar"]
+    assert {"type": "string", "format": "binary"} in avatar["anyOf"]
+    fields = doc["paths"]["/login"]["post"]["requestBody"]
+    assert fields["required"] is True
+    schema = fields["content"][media[0]]["schema"]
+    assert schema["required"] == ["user"]
+    assert schema["properties"]["remember"]["type"] == "boolean"
 
 
 def test_path_templates_are_written_plain_with_typed_schemas() -> None:
