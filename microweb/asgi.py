@@ -503,9 +503,8 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
 # A WSGI server handed app.asgi (``waitress-serve mod:app.asgi``) calls it with
 # (environ, start_response), and Python refuses the call before any of its code
 # runs. Its TypeError names the function by this qualname: so it says what to do.
-ASGIAdapter.__call__.__qualname__ = (
-    "app.asgi (the ASGI entry point, called by a WSGI server: serve app.wsgi instead)"
-)
+# (The name is true where it shows otherwise too: in task reprs of a served app.)
+ASGIAdapter.__call__.__qualname__ = "app.asgi [the ASGI entry point; a WSGI server serves app.wsgi]"
 
 
 def _log_startup_failure(task: asyncio.Future[None]) -> None:

@@ -195,8 +195,7 @@ def test_a_wsgi_server_on_the_asgi_entry_point_logs_the_fix(kind: str, attr: str
         log = wait_for_log(server, text)
     assert r.status_code == 500
     assert (
-        "TypeError: app.asgi (the ASGI entry point, called by a WSGI server: "
-        f"serve app.wsgi instead)() {text}"
+        f"TypeError: app.asgi [the ASGI entry point; a WSGI server serves app.wsgi]() {text}"
     ) in log
 
 
