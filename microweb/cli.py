@@ -14,6 +14,7 @@ file under the current directory changes (for development).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -198,7 +199,7 @@ def _reload_loop(argv: Sequence[str]) -> int:
 
     while True:
         seen = snapshot()
-        child = subprocess.Popen(child_argv)
+        child = _start_child(child_argv)
         while child.poll() is None and not stopping:
             time.sleep(0.5)  # the development reloader polls the file system
             if snapshot() != seen:
@@ -212,15 +213,26 @@ def _reload_loop(argv: Sequence[str]) -> int:
             return 0
 
 
+def _start_child(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start the server in a process group of its own: what it starts (uvicorn's
+    workers, say) can be ended with it, and a terminal's Ctrl-C reaches only this
+    process, which stops the child gracefully."""
+    return subprocess.Popen(argv, start_new_session=True, **options)
+
+
 def _stop_child(child: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM `child` and wait for it; SIGKILL it if it is still there after `timeout`."""
+    """SIGTERM `child` and wait for it; after `timeout`, SIGKILL its whole process
+    group. Whatever of the group is left once the child is gone is killed too:
+    no worker of the server outlives it."""
     if child.poll() is None:
         child.terminate()
     try:
         child.wait(timeout)
     except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

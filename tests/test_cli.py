@@ -200,3 +200,42 @@ def test_reload_stops_its_server_on_a_signal(tmp_path: Path, server: str, name: 
         assert [pid for pid in server_pids if _alive(pid)] == []
         with pytest.raises(httpx.ConnectError):
             httpx.get(url + "/", timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_stopped_server_leaves_none_of_its_processes_behind() -> None:
+    # a server that ignores SIGTERM past the deadline, with a worker of its own
+    # that ignores it too (uvicorn's workers, waiting for an open stream):
+    # stopping the server kills its whole process group
+    from microweb.cli import _start_child, _stop_child
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    script = (
+        stubborn + "import subprocess, sys; "
+        f"w = subprocess.Popen([sys.executable, '-c', {stubborn + 'time.sleep(120)'!r}]); "
+        "print(w.pid, flush=True); time.sleep(120)"
+    )
+    child = _start_child([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    worker = int(child.stdout.readline())
+    try:
+        assert _alive(worker)
+        _stop_child(child, timeout=1)
+        assert child.returncode is not None
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling with a deadline: the kernel reaps it
+        assert not _alive(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the group we started
+        child.stdout.close()
+        child.wait()
