@@ -16,6 +16,7 @@ Strategy: the protocol is told by the call's shape: WSGI is
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -90,16 +91,31 @@ def _refuse_asgi(scope: dict[str, Any], rest: tuple[Any, ...], message: str) -> 
 
 def _where(app: App) -> tuple[str, str]:
     """The module and the variable that hold `app` (``("myapp", "app")``), for
-    messages that say exactly what to write; placeholders when none does."""
+    messages that say exactly what to write; placeholders when none does.
+
+    The module that made the app is looked at first; then every plain module
+    (a lazily loaded one is never made to load). Found once, then kept.
+    """
+    cached: tuple[str, str] | None = getattr(app, "_misuse_where", None)
+    if cached is not None:
+        return cached
+    made_in = app._made_in
+    modules = list(sys.modules.items())
+    if made_in is not None and made_in in sys.modules:
+        modules.insert(0, (made_in, sys.modules[made_in]))
     found: tuple[str, str] | None = None
-    for module_name, module in list(sys.modules.items()):
-        try:
-            names = vars(module)
-        except Exception:  # not every entry of sys.modules is a module
+    for module_name, module in modules:
+        if type(module) is not types.ModuleType:  # lazy modules, odd entries: left alone
             continue
-        for attr, value in list(names.items()):
+        for attr, value in list(vars(module).items()):
             if value is app and not attr.startswith("_"):
                 if module_name != "__main__":
-                    return module_name, attr
+                    found = (module_name, attr)
+                    break
                 found = found or (module_name, attr)
-    return found or ("myapp", "app")
+        else:
+            continue
+        break
+    where = found or ("myapp", "app")
+    app._misuse_where = where  # type: ignore[attr-defined]
+    return where

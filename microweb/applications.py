@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Generator
 from functools import cached_property
@@ -73,6 +74,8 @@ class App(Registrar):
         if thread_limit < 1:
             raise ValueError("thread_limit must be at least 1")
         self.debug = debug
+        #: The module that made the app (for messages that say what to write).
+        self._made_in: str | None = sys._getframe(1).f_globals.get("__name__")
         self.redirect_slashes = redirect_slashes
         self.max_body_size = max_body_size
         self.max_form_fields = max_form_fields

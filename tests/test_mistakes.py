@@ -9,11 +9,15 @@ a body method not awaited. The server cases run through the real servers too.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
+import importlib.util
 import logging
+import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -79,6 +83,25 @@ def test_the_app_called_by_a_wsgi_server_names_app_wsgi(software: str, fix: str)
     message = str(info.value)
     assert message.startswith("myapp:app is a microweb App, not a WSGI application")
     assert fix in message
+
+
+def test_naming_the_app_never_loads_a_lazy_module(tmp_path: Path) -> None:
+    # the message looks for the module that holds the app: a module imported
+    # lazily (importlib.util.LazyLoader) must stay unloaded
+    (tmp_path / "lazy_mod.py").write_text("import builtins\nbuiltins.lazy_mod_ran = True\n")
+    spec = importlib.util.spec_from_file_location("lazy_mod", tmp_path / "lazy_mod.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lazy_mod"] = module
+    spec.loader.exec_module(module)
+    try:
+        app = App()
+        with pytest.raises(TypeError, match="myapp:app is a microweb App"):
+            app(environ("waitress.server"), start_response)
+        assert not hasattr(builtins, "lazy_mod_ran")
+    finally:
+        del sys.modules["lazy_mod"]
 
 
 def test_the_app_called_by_an_asgi_server_names_app_asgi() -> None:
