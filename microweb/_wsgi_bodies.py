@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import queue
 import threading
@@ -327,6 +328,10 @@ class WithBackground:
                 self._ctx.run(run_background, self._background)
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def run_background(background: BackgroundTask) -> None:
     """Run the tasks one after another in this (a WSGI) thread, logging failures."""
     for task in tasks_of(background):
@@ -334,6 +339,8 @@ def run_background(background: BackgroundTask) -> None:
             if task.is_async:
                 shared_loop.call(task.func, task.args, task.kwargs)
             else:
-                task.func(*task.args, **task.kwargs)
+                rv = task.func(*task.args, **task.kwargs)
+                if inspect.isawaitable(rv):  # a def that returns a coroutine: run it too
+                    shared_loop.call(_awaited, (rv,), {})
         except Exception as exc:
             log_failure(task, exc)

@@ -9,6 +9,7 @@ from the thread through the loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
@@ -404,7 +405,9 @@ class ASGIAdapter:
                 if task.is_async:
                     await task.func(*task.args, **task.kwargs)
                 else:
-                    await self.pool.run(_call, task.func, task.args, task.kwargs)
+                    rv = await self.pool.run(_call, task.func, task.args, task.kwargs)
+                    if inspect.isawaitable(rv):  # a def that returns a coroutine: run it too
+                        await rv
             except asyncio.CancelledError as exc:
                 if _really_cancelled():
                     raise

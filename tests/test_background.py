@@ -128,6 +128,24 @@ def test_task_runs_once_the_client_has_the_whole_body(
     assert gate.outcome == "released"
 
 
+def test_a_def_task_that_returns_a_coroutine_runs_it(make_client: MakeClient) -> None:
+    # add_task(lambda: send_mail(...)) with an async send_mail: never lost silently
+    ran: list[str] = []
+
+    async def send_mail(to: str) -> None:
+        await asyncio.sleep(0)
+        ran.append(to)
+
+    app = App()
+
+    @app.get("/")
+    def index() -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(lambda: send_mail("ada")))
+
+    assert make_client(app).get("/").text == "ok"
+    assert ran == ["ada"]
+
+
 def test_tasks_run_in_order_with_their_arguments(make_client: MakeClient) -> None:
     ran: list[Any] = []
 
