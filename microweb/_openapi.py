@@ -58,6 +58,38 @@ _VALIDATION_ERROR = {
 }
 
 
+#: The body of microweb's own errors (400, 404, 413, 415): ``{"detail": "..."}``.
+_HTTP_ERROR = {
+    "title": "HTTPError",
+    "type": "object",
+    "properties": {"detail": {"title": "Detail", "type": "string"}},
+    "required": ["detail"],
+}
+
+#: What microweb answers, before the handler runs, to a body it cannot read,
+#: documented on each route that reads one (JSON, or a form).
+_BODY_ERRORS = {
+    "body": {
+        "400": "The body is not valid JSON",
+        "413": "The body is larger than the app's max_body_size",
+        "415": "The body is not JSON: its Content-Type is neither application/json nor *+json",
+    },
+    "form": {
+        "400": "The form is malformed",
+        "413": "The body, or a field of the form, is too large",
+        "415": "The body is not a form: its Content-Type is neither "
+        "application/x-www-form-urlencoded nor multipart/form-data",
+    },
+}
+
+#: What a route with path parameters answers to a value that is not of its type
+#: (``/items/abc`` for ``/items/{item_id:int}``): no route matches.
+_NOT_FOUND = "Not Found: no route matches, as when a path parameter is not of its type"
+
+#: The placeholders of the error responses' ``$ref``: "validation" (422), "http" (the others).
+_ErrorRefs = dict[str, list[dict[str, Any]]]
+
+
 def _http_validation_error(item_ref: str) -> dict[str, Any]:
     return {
         "title": "HTTPValidationError",
@@ -73,7 +105,8 @@ def build(app: App) -> dict[str, Any]:
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
-    error_refs: list[dict[str, Any]] = []  # the 422 responses' $ref placeholders
+    # the $ref placeholders of the error responses: the 422s, the others
+    error_refs: _ErrorRefs = {"validation": [], "http": []}
     for route in app.routes:
         if route.websocket or not route.doc.include_in_schema:
             continue
@@ -90,13 +123,18 @@ def build(app: App) -> dict[str, Any]:
                 route, method, _unique(op_id, operation_ids), schemas, error_refs
             )
     components = schemas.generate()
-    if error_refs:
+    if error_refs["validation"]:
         item_name = _free_name("ValidationError", components)
         components[item_name] = _VALIDATION_ERROR
         error_name = _free_name("HTTPValidationError", components)
         components[error_name] = _http_validation_error(REF.format(name=item_name))
-        for ref in error_refs:
+        for ref in error_refs["validation"]:
             ref["$ref"] = REF.format(name=error_name)
+    if error_refs["http"]:
+        http_name = _free_name("HTTPError", components)
+        components[http_name] = _HTTP_ERROR
+        for ref in error_refs["http"]:
+            ref["$ref"] = REF.format(name=http_name)
     info: dict[str, Any] = {"title": app.title, "version": app.version}
     if app.description:
         info["description"] = app.description
@@ -131,7 +169,7 @@ def _operation(
     method: str,
     operation_id: str,
     schemas: _Schemas,
-    error_refs: list[dict[str, Any]],
+    error_refs: _ErrorRefs,
 ) -> dict[str, Any]:
     doc = route.doc
     op: dict[str, Any] = {}
@@ -159,7 +197,7 @@ def _operation(
             request_body["description"] = body.marker.description
         request_body["required"] = _body_required(body)
         op["requestBody"] = request_body
-    op["responses"] = _responses(route, schemas, error_refs if binder is not None else None)
+    op["responses"] = _responses(route, schemas, error_refs)
     if doc.deprecated:
         op["deprecated"] = True
     return op
@@ -303,9 +341,7 @@ def _phrase(status: int | str) -> str:
         return "Response" if status == "default" else f"{status} response"
 
 
-def _responses(
-    route: Route, schemas: _Schemas, error_refs: list[dict[str, Any]] | None
-) -> dict[str, Any]:
+def _responses(route: Route, schemas: _Schemas, error_refs: _ErrorRefs) -> dict[str, Any]:
     from .responses import Response
 
     annotation = _return_annotation(route.handler)
@@ -330,14 +366,26 @@ def _responses(
     responses: dict[str, Any] = {str(status): ok}
     for key, value in route.doc.responses.items():
         responses[str(key)] = _extra_response(key, value, schemas)
-    if error_refs is not None and "422" not in responses:
-        ref: dict[str, Any] = {}
-        error_refs.append(ref)
-        responses["422"] = {
-            "description": "Validation Error",
-            "content": {"application/json": {"schema": ref}},
-        }
+    if "404" not in responses and next(_path_converters(route), None) is not None:
+        # a path parameter that is not of its type matches no route (/items/abc)
+        responses["404"] = _error_response(_NOT_FOUND, error_refs["http"])
+    binder = route.binder
+    if binder is not None and binder.body is not None:
+        # what the app answers, before the handler runs, to a body it cannot read
+        for code, description in _BODY_ERRORS[binder.body.location].items():
+            if code not in responses:
+                responses[code] = _error_response(description, error_refs["http"])
+    if binder is not None and "422" not in responses:
+        responses["422"] = _error_response("Validation Error", error_refs["validation"])
     return dict(sorted(responses.items()))
+
+
+def _error_response(description: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON error response whose schema (a ``$ref``) is filled in once the
+    components are named."""
+    ref: dict[str, Any] = {}
+    refs.append(ref)
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 _STRING = {"type": "string"}

@@ -13,6 +13,7 @@ import sys
 import uuid
 from typing import Annotated, Any
 
+import jsonschema
 import msgspec
 import pydantic
 import pytest
@@ -121,7 +122,9 @@ def test_a_rich_api_gives_a_valid_openapi_3_1_document() -> None:
     item_in = resolve(doc, create["requestBody"]["content"]["application/json"]["schema"])
     assert item_in["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 100}
     assert item_in["description"] == "An item to create."
-    assert set(create["responses"]) == {"201", "422"}  # status=201, and validated
+    # status=201; a body that is not JSON (400), too large (413), or not sent as
+    # JSON (415); and validated (422)
+    assert set(create["responses"]) == {"201", "400", "413", "415", "422"}
 
     user = ops["POST", "/users"]["requestBody"]["content"]["application/json"]["schema"]
     assert resolve(doc, user)["properties"]["age"] == {
@@ -258,6 +261,101 @@ def test_a_422_is_documented_only_where_values_are_validated() -> None:
         return "home"
 
     assert "components" not in bare.openapi()
+
+
+def conforms(doc: dict[str, Any], response: Any, path: str, method: str) -> None:
+    """`response` has a status the document lists for the operation, and a JSON
+    body its schema accepts."""
+    documented = doc["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented
+    schema = documented[str(response.status_code)]["content"]["application/json"]["schema"]
+    jsonschema.validate(response.json(), {**schema, "components": doc["components"]})
+
+
+def test_a_body_route_documents_what_the_app_answers_to_a_body_it_cannot_read(
+    make_client: MakeClient,
+) -> None:
+    """Found by schemathesis: a JSON body that is not JSON (400) or not sent as
+    JSON (415), and a form that is not a form, were answered with statuses the
+    document did not list."""
+    app = App()
+
+    @app.post("/items")
+    def create(item: Made) -> Made:
+        return item
+
+    @app.post("/login")
+    def login(user: Annotated[str, Form()]) -> dict[str, str]:
+        return {"user": user}
+
+    @app.post("/mine", responses={400: "Not mine"})
+    def mine(item: Made) -> None: ...
+
+    @app.get("/query")
+    def query(limit: int = 10) -> None: ...
+
+    doc = app.openapi()
+    validate(doc)
+    error = {"$ref": "#/components/schemas/HTTPError"}
+    for path in ("/items", "/login"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"400", "413", "415", "422"} <= set(responses)
+        for code in ("400", "413", "415"):
+            assert responses[code]["content"] == {"application/json": {"schema": error}}
+    assert "not JSON" in doc["paths"]["/items"]["post"]["responses"]["415"]["description"]
+    assert "not a form" in doc["paths"]["/login"]["post"]["responses"]["415"]["description"]
+    assert doc["paths"]["/mine"]["post"]["responses"]["400"] == {"description": "Not mine"}
+    assert set(doc["paths"]["/query"]["get"]["responses"]) == {"204", "422"}  # no body read
+    assert doc["components"]["schemas"]["HTTPError"]["required"] == ["detail"]
+
+    client = make_client(app)
+    json_headers = {"content-type": "application/json"}
+    answers = [
+        ("/items", client.post("/items", content=b"{", headers=json_headers)),
+        ("/items", client.post("/items", content=b'{"id": 1}')),  # no Content-Type
+        ("/items", client.post("/items", data={"id": "1"})),
+        ("/login", client.post("/login", content=b'{"user": "a"}', headers=json_headers)),
+    ]
+    assert [r.status_code for _, r in answers] == [400, 415, 415, 415]
+    for path, response in answers:
+        conforms(doc, response, path, "post")
+
+
+def test_a_route_with_path_parameters_documents_its_404(make_client: MakeClient) -> None:
+    """Found by schemathesis: ``/ids/{key:uuid}`` answers a key that is not a UUID
+    with a 404 (no route matches), which the document did not list."""
+    app = App()
+
+    @app.get("/ids/{key:uuid}")
+    def by_key(key: uuid.UUID) -> dict[str, str]:
+        return {"key": str(key)}
+
+    @app.get("/ratio/{value:float}")
+    def ratio(value: float) -> None: ...
+
+    @app.get("/items/{item_id:int}", responses={404: "No such item"})
+    def item(item_id: int) -> None: ...
+
+    @app.get("/all")
+    def everything() -> None: ...
+
+    doc = app.openapi()
+    validate(doc)
+    for path in ("/ids/{key}", "/ratio/{value}"):
+        not_found = doc["paths"][path]["get"]["responses"]["404"]
+        assert not_found["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/HTTPError"
+        }
+    assert doc["paths"]["/items/{item_id}"]["get"]["responses"]["404"] == {
+        "description": "No such item"
+    }
+    assert set(doc["paths"]["/all"]["get"]["responses"]) == {"204"}
+
+    client = make_client(app)
+    for url, path in [("/ids/not-a-uuid", "/ids/{key}"), ("/ratio/-1", "/ratio/{value}")]:
+        response = client.get(url)
+        assert response.status_code == 404
+        conforms(doc, response, path, "get")
 
 
 def test_operation_ids_are_unique() -> None:
