@@ -587,15 +587,20 @@ def _body_field(
     return BodyField(name, "body", annotation, tp, required, default, marker, decoder.decode, False)
 
 
-def return_converter(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+def return_converter(
+    fn: Callable[..., Any], hints: dict[str, Any] | None = None
+) -> Callable[[Any], Any] | None:
     """For a handler whose return annotation is a model (or a list of one): what
     turns its return value into that type (undeclared fields dropped, never
     leaked); None for any other handler. A value already of the model's type
-    is returned as it is, not validated again."""
-    try:
-        hint = typing.get_type_hints(fn, include_extras=True).get("return")
-    except Exception:
-        return None
+    is returned as it is, not validated again. `hints`: `fn`'s resolved
+    annotations, when the caller has them already."""
+    if hints is None:
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:
+            return None
+    hint = hints.get("return")
     if hint is None or not is_model(hint):
         return None
     inner = _strip_annotated(hint)[0]

@@ -130,6 +130,7 @@ class App(Registrar):
             websocket=spec.websocket,
             before=spec.before,
             after=spec.after,
+            analysed=spec.analysed,
         )
         existing = self._names.get(name)
         if existing is not None and not (

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from ._matching import (
@@ -118,6 +120,7 @@ class Route:
         websocket: bool = False,
         before: tuple[Hook, ...] = (),
         after: tuple[Hook, ...] = (),
+        analysed: Analysed | None = None,
     ) -> None:
         self.path = path
         self.endpoint = endpoint
@@ -141,9 +144,12 @@ class Route:
             elif isinstance(spec, _Mixed):
                 names.update(spec.params)
         self.param_names = tuple(names)
-        self._call, self._kwmap, self.binder = _analyse(endpoint, names, websocket, path)
+        sig, hints = analysed or signature_and_hints(endpoint, websocket)
+        self._call, self._kwmap, self.binder = _analyse(
+            endpoint, names, websocket, path, sig, hints
+        )
         if not websocket:
-            convert = return_converter(endpoint)
+            convert = return_converter(endpoint, hints)
             if convert is not None:
                 self.endpoint = _returning(endpoint, convert, self.is_async)
         #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
@@ -224,14 +230,68 @@ def _describe(fn: Any) -> str:
     return f"{mod}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _annotation_names(fn: Handler) -> dict[str, str]:
-    """Parameter annotations as class names (``Request``/``WebSocket``) where resolvable."""
+def type_hints(fn: Handler) -> dict[str, Any]:
+    """`fn`'s annotations, resolved (``Annotated`` kept): read once per handler.
+
+    A name that `fn`'s module does not define (a model declared in the function
+    that registers the handler, under ``from __future__ import annotations``)
+    is looked up in the local scopes of the code registering it, nearest first,
+    as pydantic does for models. An annotation nothing resolves stays its text.
+    Partials and callable objects have no annotations of their own: ``{}``.
+    """
     try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to the raw text
-        hints = dict(getattr(fn, "__annotations__", {}) or {})
+        return typing.get_type_hints(fn, include_extras=True)
+    except NameError:
+        pass
+    except Exception:
+        return {}
+    raw = dict(getattr(fn, "__annotations__", None) or {})
+    inner = fn
+    while hasattr(inner, "__wrapped__"):
+        inner = inner.__wrapped__
+    globalns = getattr(inner, "__globals__", {})
+    scopes = _registering_scopes()
+    for localns in scopes:
+        try:
+            return typing.get_type_hints(fn, globalns, localns, include_extras=True)
+        except NameError:
+            continue
+        except Exception:
+            break
+    # one by one: what resolves is typed, the rest stays text
+    return {name: _resolve(name, value, globalns, scopes) for name, value in raw.items()}
+
+
+def _registering_scopes() -> list[dict[str, Any]]:
+    """The local namespaces of the code that called into microweb, nearest first."""
+    scopes: list[dict[str, Any]] = []
+    frame = sys._getframe(1)
+    while frame is not None and len(scopes) < 8:
+        module = frame.f_globals.get("__name__") or ""
+        if module != "microweb" and not module.startswith("microweb."):
+            scopes.append(frame.f_locals)
+        frame = frame.f_back  # type: ignore[assignment]
+    return scopes
+
+
+def _resolve(name: str, value: Any, globalns: dict[str, Any], scopes: list[dict[str, Any]]) -> Any:
+    one = types.SimpleNamespace(__annotations__={name: value})
+    for localns in (None, *scopes):
+        try:
+            return typing.get_type_hints(one, globalns, localns, include_extras=True)[name]
+        except NameError:
+            continue
+        except Exception:
+            break
+    return value
+
+
+def _annotation_names(hints: dict[str, Any]) -> dict[str, str]:
+    """Parameter annotations as class names (``Request``/``WebSocket``) where resolvable."""
     names: dict[str, str] = {}
     for key, hint in hints.items():
+        while typing.get_origin(hint) is Annotated:
+            hint = typing.get_args(hint)[0]
         if isinstance(hint, str):
             names[key] = hint.rsplit(".", 1)[-1]
         elif isinstance(hint, type):
@@ -248,18 +308,13 @@ def _yields(fn: Any) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def _analyse(
-    fn: Handler, path_types: dict[str, Converter | None], websocket: bool, path: str = ""
-) -> tuple[int, tuple[tuple[str, str | None], ...], Binder | None]:
-    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
-    a path parameter that nothing takes, or a generator function.
+#: A handler's signature and resolved annotations, read once at registration.
+Analysed = tuple[inspect.Signature, dict[str, Any]]
 
-    `path_types` maps each path parameter to its converter. Parameters
-    that are neither the request nor an untyped path parameter are typed
-    (query, header, cookie, body: see `_typed`); then the call is `_CALL_TYPED`
-    and the returned binder fills every argument.
-    """
-    path_params = tuple(path_types)
+
+def signature_and_hints(fn: Handler, websocket: bool) -> Analysed:
+    """Read `fn`'s signature and annotations (the only inspection a handler gets);
+    raise TypeError for a generator function or a signature that cannot be read."""
     if not websocket and _yields(fn):
         raise TypeError(
             f"handler {_describe(fn)} is a generator function: a handler returns its "
@@ -271,8 +326,28 @@ def _analyse(
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot read the signature of handler {_describe(fn)}") from exc
+    return sig, type_hints(fn)
+
+
+def _analyse(
+    fn: Handler,
+    path_types: dict[str, Converter | None],
+    websocket: bool,
+    path: str,
+    sig: inspect.Signature,
+    hints: dict[str, Any],
+) -> tuple[int, tuple[tuple[str, str | None], ...], Binder | None]:
+    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
+    a path parameter that nothing takes, or a generator function.
+
+    `path_types` maps each path parameter to its converter. Parameters
+    that are neither the request nor an untyped path parameter are typed
+    (query, header, cookie, body: see `_typed`); then the call is `_CALL_TYPED`
+    and the returned binder fills every argument.
+    """
+    path_params = tuple(path_types)
     conn_name, conn_class = ("websocket", "WebSocket") if websocket else ("request", "Request")
-    annotations = _annotation_names(fn)
+    annotations = _annotation_names(hints)
     kwmap: list[tuple[str, str | None]] = []
     typed = False
     positional_conn = False
@@ -316,7 +391,7 @@ def _analyse(
             )
     binder = None
     if typed or any(n in annotations for n, src in kwmap if src is not None):
-        binder = _typed_binder(fn, sig, kwmap, path_types, websocket)
+        binder = _typed_binder(fn, sig, hints, kwmap, path_types, websocket)
     if binder is not None:
         if positional_conn:
             raise TypeError(f"the {conn_name} parameter of {_describe(fn)} must come first")
@@ -351,15 +426,20 @@ def _analyse(
 def _typed_binder(
     fn: Handler,
     sig: inspect.Signature,
+    hints: dict[str, Any],
     kwmap: list[tuple[str, str | None]],
     path_types: dict[str, Converter | None],
     websocket: bool,
 ) -> Binder | None:
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable forward references: untyped, as written
-        hints = {}
     conn_names = tuple(n for n, src in kwmap if src is None)
+    for p in sig.parameters.values():
+        hint = hints.get(p.name)
+        if isinstance(hint, str) and p.name not in conn_names:
+            raise TypeError(
+                f"the annotation of parameter {p.name!r} of handler {_describe(fn)} names "
+                f"something that is not defined where the handler is: {hint!r} (define or "
+                "import it in the handler's module, not only under TYPE_CHECKING)"
+            )
     binder = analyse_typed(fn, sig, hints, conn_names, path_types)
     if binder is not None and websocket and binder.body is not None:
         raise TypeError(f"WebSocket handler {_describe(fn)} cannot take a body parameter")
@@ -400,6 +480,8 @@ class RouteSpec:
     websocket: bool = False
     before: tuple[Hook, ...] = ()
     after: tuple[Hook, ...] = ()
+    #: Its signature and annotations, when already read (by a router).
+    analysed: Analysed | None = None
 
 
 @dataclass
@@ -481,8 +563,14 @@ class Router(Registrar):
         # what the app checks when the router is included, checked already here
         # (the converters are the app's, so the template is compiled there)
         reject_flask_syntax(spec.path)
+        # read here, where the names the annotations use are in scope
+        spec.analysed = signature_and_hints(spec.endpoint, spec.websocket)
         _analyse(
-            spec.endpoint, dict.fromkeys(template_params(spec.path)), spec.websocket, spec.path
+            spec.endpoint,
+            dict.fromkeys(template_params(spec.path)),
+            spec.websocket,
+            spec.path,
+            *spec.analysed,
         )
         self.specs.append(spec)
 
@@ -519,6 +607,7 @@ class Router(Registrar):
                 s.websocket,
                 before + s.before,
                 after + s.after,
+                s.analysed,
             )
             for s in self.specs
         ]
