@@ -6,15 +6,17 @@ in `_matching` (the segment trie).
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
 import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
+
+import msgspec
 
 from ._matching import (
     _SEGMENT_SAFE,
@@ -28,7 +30,10 @@ from ._matching import (
     reject_flask_syntax,
     template_params,
 )
-from ._typed import Binder, analyse_typed, return_converter
+from ._typed import Binder, _pydantic_model, analyse_typed, return_converter
+
+if TYPE_CHECKING:
+    from .responses import Response
 
 __all__ = ["Converter", "Route", "Router"]
 
@@ -92,6 +97,7 @@ class Route:
     """
 
     __slots__ = (
+        "_bind",
         "_call",
         "_kwmap",
         "after",
@@ -105,6 +111,7 @@ class Route:
         "path",
         "plain",
         "reads_body",
+        "respond",
         "segments",
         "websocket",
     )
@@ -148,14 +155,13 @@ class Route:
         self._call, self._kwmap, self.binder = _analyse(
             endpoint, names, websocket, path, sig, hints
         )
-        if not websocket:
-            convert = return_converter(endpoint, hints)
-            if convert is not None:
-                self.endpoint = _returning(endpoint, convert, self.is_async)
-        #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
+        binder = self.binder
+        self._bind = None if binder is None else binder.bind_fast if binder.fast else binder.bind
+        #: What turns the handler's return value into its Response.
+        self.respond = _responder(endpoint, hints) if not websocket else _no_response
+        #: The JSON body is read before the handler's arguments are bound (by the
+        #: pipeline, or by an adapter that calls the handler itself).
         self.reads_body = self.binder is not None and self.binder.body is not None
-        if self.reads_body:
-            self.plain = False  # the adapters' direct call does not read bodies
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -169,7 +175,7 @@ class Route:
         if call == _CALL_NONE:
             return (), _NOKW
         if call == _CALL_TYPED:
-            return (), self.binder.bind(conn, params)  # type: ignore[union-attr]
+            return (), self._bind(conn, params)  # type: ignore[misc]
         return (), {name: conn if src is None else params[src] for name, src in self._kwmap}
 
     def url_path(self, params: dict[str, Any]) -> str:
@@ -204,25 +210,53 @@ class Route:
 _NOKW: dict[str, Any] = {}
 
 
-def _returning(fn: Handler, convert: Callable[[Any], Any], is_async: bool) -> Handler:
-    """`fn`, its return value converted to its annotated model (a Response passes)."""
-    from .responses import Response
+def _responder(fn: Handler, hints: dict[str, Any]) -> Callable[[Any], Response]:
+    """What turns `fn`'s return value into its response: `to_response`, or, for a
+    handler annotated to return a model (§13), its conversion to that model first.
 
-    if is_async:
+    A value of exactly the annotated class (the usual case) is encoded at once,
+    as `to_response` encodes it, without the conversion's checks.
+    """
+    from .responses import Response, _encoded_json, to_response
 
-        @functools.wraps(fn)
-        async def call_async(*args: Any, **kwargs: Any) -> Any:
-            rv = await fn(*args, **kwargs)
-            return rv if isinstance(rv, Response) else convert(rv)
+    convert = return_converter(fn, hints)
+    if convert is None:
+        return to_response
+    cls = hints["return"]
+    while typing.get_origin(cls) is Annotated:
+        cls = typing.get_args(cls)[0]
+    encode: Callable[[Any], bytes] | None = None
+    if isinstance(cls, type):
+        if issubclass(cls, msgspec.Struct) or (
+            dataclasses.is_dataclass(cls) and not issubclass(cls, _NOT_ENCODED_AS_MODELS)
+        ):
+            encode = msgspec.json.Encoder().encode
+        elif _pydantic_model(cls):
 
-        return call_async
+            def encode(value: Any) -> bytes:
+                return value.model_dump_json().encode()  # type: ignore[no-any-return]
 
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        rv = fn(*args, **kwargs)
-        return rv if isinstance(rv, Response) else convert(rv)
+    if encode is None:
 
-    return call
+        def respond(rv: Any) -> Response:
+            return rv if isinstance(rv, Response) else to_response(convert(rv))
+
+        return respond
+
+    def respond_model(rv: Any) -> Response:
+        if type(rv) is cls:
+            return _encoded_json(encode(rv))
+        return rv if isinstance(rv, Response) else to_response(convert(rv))
+
+    return respond_model
+
+
+#: Classes `to_response` converts by their kind even when they are dataclasses.
+_NOT_ENCODED_AS_MODELS = (dict, list, str, bytes, bytearray, memoryview, tuple)
+
+
+def _no_response(rv: Any) -> Response:  # pragma: no cover - WebSocket handlers
+    raise TypeError("a WebSocket handler has no response")
 
 
 def _describe(fn: Any) -> str:
