@@ -369,10 +369,13 @@ class Binder:
                     else _BOOL_WORDS.get(value.lower(), value)
                 )
             raw[name] = value
-        try:
-            kwargs = _asdict(_convert(raw, plan.struct, strict=False))
-        except (msgspec.ValidationError, ValueError, TypeError, OverflowError):
-            return self.bind(conn, params)  # lists every invalid or missing value
+        if plan.struct is None:
+            kwargs = {}
+        else:
+            try:
+                kwargs = _asdict(_convert(raw, plan.struct, strict=False))
+            except (msgspec.ValidationError, ValueError, TypeError, OverflowError):
+                return self.bind(conn, params)  # lists every invalid or missing value
         for name in self.conn_names:
             kwargs[name] = conn
         for name in self.passthrough:
@@ -394,7 +397,7 @@ _asdict = msgspec.structs.asdict
 class _FastPlan:
     """What `Binder.bind_fast` reads and the one Struct it converts it to."""
 
-    struct: type[msgspec.Struct]
+    struct: type[msgspec.Struct] | None  # None: no parameter but the body
     query: tuple[tuple[str, str, bool, bool], ...]  # name, wire name, list?, bool words?
     rest: tuple[tuple[str, str, str, bool, bool], ...]  # name, location, wire, list?, words?
 
@@ -425,6 +428,8 @@ def _fast_plan(fields: list[Field]) -> _FastPlan | None:
             query.append((f.name, f.wire, f.multi, words))
         else:
             rest.append((f.name, f.location, f.wire, f.multi, words))
+    if not fields:
+        return _FastPlan(None, (), ())
     try:
         struct = msgspec.defstruct("Parameters", spec, kw_only=True, gc=False)
     except (TypeError, ValueError):

@@ -411,8 +411,18 @@ class Request(HTTPConnection):
         return self._body
 
     def _read_all_sync(self) -> bytes:
+        """Read and cache the whole body (the loop of `_stream_sync`, without a
+        generator: this is every JSON request's path)."""
         if self._body is None:
-            self._body = _join(list(self._stream_sync()))
+            guard = self._guard()
+            read = self._channel.read_sync
+            chunks = []
+            while size := guard.next_size():
+                chunk = guard.check(read(size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            self._body = _join(chunks)
         return self._body
 
     async def _read_all_async(self) -> bytes:
