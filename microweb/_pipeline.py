@@ -254,7 +254,7 @@ def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) ->
                     yield _read_body(request)
                 args, kwargs = route.arguments(request, request.path_params)
                 try:
-                    response = route.respond((yield (route.endpoint, args, kwargs, route.is_async)))
+                    response = to_response((yield (route.endpoint, args, kwargs, route.is_async)))
                 except Exception as exc:
                     response = yield from handle_error(app, request, exc)
     except Exception as exc:
@@ -300,7 +300,7 @@ def _endpoint(app: App, request: Request, leaves: list[_Leaf]) -> Flow:
             yield _read_body(request)
         args, kwargs = route.arguments(request, request.path_params)
         rv = yield (route.endpoint, args, kwargs, route.is_async)
-        return route.respond(rv)
+        return to_response(rv)
     except Exception as exc:
         return (yield from handle_error(app, request, exc))
 

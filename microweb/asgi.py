@@ -48,7 +48,7 @@ from .background import BackgroundTask, log_failure, tasks_of
 from .datastructures import Headers
 from .exceptions import HTTPException
 from .requests import _UNSET, Request
-from .responses import Response, wire_headers_bytes
+from .responses import Response, to_response, wire_headers_bytes
 
 if TYPE_CHECKING:
     from ._streaming import Listener
@@ -352,10 +352,18 @@ class ASGIAdapter:
                     try:
                         if request._declared is _UNSET:
                             request._check_length()
-                        if route.reads_body:
-                            await request.body()  # on the loop, as the pipeline's step reads it
                         args, kwargs = route.arguments(request, request.path_params)
-                        response = route.respond(await route.endpoint(*args, **kwargs))
+                        response = to_response(await route.endpoint(*args, **kwargs))
+                    except Exception as exc:
+                        response = await drive_async(handle_error(app, request, exc), channel)
+                elif route.body_first and route.is_async and app._hookless:
+                    # the same for a typed body, read first (on the loop, as the pipeline would)
+                    try:
+                        if request._declared is _UNSET:
+                            request._check_length()
+                        await request.body()
+                        args, kwargs = route.arguments(request, request.path_params)
+                        response = to_response(await route.endpoint(*args, **kwargs))
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
                 else:

@@ -7,6 +7,7 @@ in `_matching` (the segment trie).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import sys
 import types
@@ -103,6 +104,7 @@ class Route:
         "after",
         "before",
         "binder",
+        "body_first",
         "endpoint",
         "is_async",
         "methods",
@@ -111,7 +113,6 @@ class Route:
         "path",
         "plain",
         "reads_body",
-        "respond",
         "segments",
         "websocket",
     )
@@ -157,11 +158,16 @@ class Route:
         )
         binder = self.binder
         self._bind = None if binder is None else binder.bind_fast if binder.fast else binder.bind
-        #: What turns the handler's return value into its Response.
-        self.respond = _responder(endpoint, hints) if not websocket else _no_response
-        #: The JSON body is read before the handler's arguments are bound (by the
-        #: pipeline, or by an adapter that calls the handler itself).
+        if not websocket:
+            respond = _responder(endpoint, hints)
+            if respond is not None:
+                self.endpoint = _returning(endpoint, respond, self.is_async)
+        #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
         self.reads_body = self.binder is not None and self.binder.body is not None
+        #: ... or, with no hooks at all, by the adapter that calls the handler itself.
+        self.body_first = self.reads_body and self.plain
+        if self.reads_body:
+            self.plain = False  # (the adapters' first direct call reads no body)
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -210,9 +216,27 @@ class Route:
 _NOKW: dict[str, Any] = {}
 
 
-def _responder(fn: Handler, hints: dict[str, Any]) -> Callable[[Any], Response]:
-    """What turns `fn`'s return value into its response: `to_response`, or, for a
-    handler annotated to return a model (§13), its conversion to that model first.
+def _returning(fn: Handler, respond: Callable[[Any], Response], is_async: bool) -> Handler:
+    """`fn`, its return value made a response by `respond` (see `_responder`)."""
+    if is_async:
+
+        @functools.wraps(fn)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            return respond(await fn(*args, **kwargs))
+
+        return call_async
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return respond(fn(*args, **kwargs))
+
+    return call
+
+
+def _responder(fn: Handler, hints: dict[str, Any]) -> Callable[[Any], Response] | None:
+    """For a handler annotated to return a model (§13): what turns its return
+    value into the response, the value converted to that model first (a
+    Response passes); None for any other handler (`to_response` serves it).
 
     A value of exactly the annotated class (the usual case) is encoded at once,
     as `to_response` encodes it, without the conversion's checks.
@@ -221,7 +245,7 @@ def _responder(fn: Handler, hints: dict[str, Any]) -> Callable[[Any], Response]:
 
     convert = return_converter(fn, hints)
     if convert is None:
-        return to_response
+        return None
     cls = hints["return"]
     while typing.get_origin(cls) is Annotated:
         cls = typing.get_args(cls)[0]
@@ -253,10 +277,6 @@ def _responder(fn: Handler, hints: dict[str, Any]) -> Callable[[Any], Response]:
 
 #: Classes `to_response` converts by their kind even when they are dataclasses.
 _NOT_ENCODED_AS_MODELS = (dict, list, str, bytes, bytearray, memoryview, tuple)
-
-
-def _no_response(rv: Any) -> Response:  # pragma: no cover - WebSocket handlers
-    raise TypeError("a WebSocket handler has no response")
 
 
 def _describe(fn: Any) -> str:

@@ -46,7 +46,7 @@ from .datastructures import Headers
 from .exceptions import HTTPException, reason_phrase
 from .files import FileResponse
 from .requests import _UNSET, Request
-from .responses import Response, wire_headers
+from .responses import Response, to_response, wire_headers
 
 if TYPE_CHECKING:
     from .applications import App
@@ -328,10 +328,18 @@ class WSGIAdapter:
             try:
                 if request._declared is _UNSET:
                     request._check_length()
-                if route.reads_body:
-                    request.body()  # read here, where the pipeline's step would read it
                 args, kwargs = route.arguments(request, request.path_params)
-                response = route.respond(route.endpoint(*args, **kwargs))
+                response = to_response(route.endpoint(*args, **kwargs))
+            except Exception as exc:
+                response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        elif route.body_first and not route.is_async and app._hookless:
+            # the same for a typed body, read first (in this thread, as the pipeline would)
+            try:
+                if request._declared is _UNSET:
+                    request._check_length()
+                request.body()
+                args, kwargs = route.arguments(request, request.path_params)
+                response = to_response(route.endpoint(*args, **kwargs))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:
