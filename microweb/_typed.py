@@ -460,10 +460,19 @@ def _json_media_type(conn: Any) -> bool:
     value: str | None = conn.headers.get("content-type")
     if not value:
         return False
-    media = value.partition(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
+    known = _JSON_MEDIA.get(value)
+    if known is None:
+        media = value.partition(";")[0].strip().lower()
+        known = media == "application/json" or (
+            media.startswith("application/") and media.endswith("+json")
+        )
+        if len(_JSON_MEDIA) < 64:  # a few values serve most requests
+            _JSON_MEDIA[value] = known
+    return known
+
+
+#: `_json_media_type`'s answers, by Content-Type value.
+_JSON_MEDIA: dict[str, bool] = {}
 
 
 def _bind_body(body: BodyField, conn: Any) -> Any:

@@ -10,10 +10,12 @@ it (or with a hook, which takes the pipeline) and compares the answers.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import decimal
 import enum
+import io
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from microweb import App, Cookie, Header, Path, Query, Request, Response
 from microweb._typed import Binder, return_converter
 
+from . import raw
 from .conftest import MakeClient
 
 SETTINGS = settings(
@@ -286,3 +289,60 @@ def test_valid_values_take_the_shortcut(
     assert calls == []
     assert client.get("/p/5?n=x").status_code == 422
     assert len(calls) == 1
+
+
+class Trickle:
+    """A ``wsgi.input`` that gives at most 3 bytes a read (a server may)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(3 if size < 0 else min(size, 3))
+
+    def readline(self, size: int = -1) -> bytes:  # (the validator wants them)
+        return self.read(size)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return [self.read()]
+
+    def __iter__(self) -> Any:
+        return iter(self.readlines())
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_body_that_arrives_in_parts_is_read_whole(protocol: str, asynchronous: bool) -> None:
+    # the first read usually brings the whole body; when it does not, the rest follows
+    body = b'{"name": "pen", "price": 2, "tags": ["a"]}'
+    app = typed_app(asynchronous)
+
+    @app.post("/raw")
+    def raw_body(request: Request) -> dict[str, Any]:
+        return {"n": len(request.body())}
+
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    expected = [b'{"item":{"name":"pen","price":2.0,"tags":["a"]},"dry":false}', b'{"n":42}']
+    for short in (False, True):  # a body cut short of its Content-Length: 400
+        sent = body[:-5] if short else body
+        answers = []
+        for path in ("/items", "/raw"):
+            if protocol == "wsgi":
+                env = raw.environ("POST", path, headers=headers)
+                env["wsgi.input"] = Trickle(sent)
+                answers.append(raw.call_wsgi(app, env))
+            else:
+                parts = [sent[i : i + 3] for i in range(0, len(sent), 3)]
+                messages = [
+                    {"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                    for i, p in enumerate(parts)
+                ] + [{"type": "http.disconnect"}]
+
+                async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
+                    return messages.pop(0)
+
+                s = raw.scope("POST", path, headers=headers)
+                answers.append(asyncio.run(raw.call_asgi(app, s, receive=receive)))
+        if short:
+            assert [a.status for a in answers] == [400, 400]
+        else:
+            assert [(a.status, a.body) for a in answers] == [(200, e) for e in expected]
