@@ -44,6 +44,13 @@ def parse_qsl(qs: str, max_fields: int | None = None) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if not qs:
         return out
+    if max_fields is None and "%" not in qs and "+" not in qs and qs.isascii():
+        # nothing to decode (most query strings): the same pairs, at half the cost
+        for pair in qs.split("&"):
+            if pair:
+                key, _, value = pair.partition("=")
+                out.append((key, value))
+        return out
     for pair in qs.split("&"):
         if not pair:
             continue

@@ -188,16 +188,30 @@ def _meta_type(tp: Any, marker: Param | None) -> Any:
     return Annotated[tuple([inner, *extras])] if extras else inner
 
 
+def _present_type(tp: Any) -> Any:
+    """What a present raw value converts to: `tp` without None."""
+    if typing.get_origin(tp) is Annotated:
+        # Annotated[X | None, Meta] -> Annotated[X, Meta]: a present value is never None
+        base, extras = _strip_annotated(tp)
+        return Annotated[tuple([_without_none(base)[0], *extras])]
+    return _without_none(tp)[0]
+
+
+def _bool_words(tp: Any, multi: bool) -> bool:
+    """True when the raw words (yes/on/...) are mapped before conversion: a bool
+    (or a list of bool) parameter."""
+    inner = _without_none(_strip_annotated(tp)[0])[0]
+    if multi:
+        return _is_bool(typing.get_args(inner)[0] if typing.get_args(inner) else Any)
+    return inner is bool
+
+
 def _converter(tp: Any, multi: bool) -> Callable[[Any], Any] | None:
     """A function that converts a raw str (or list of str) to `tp`; None: as is."""
     if tp is Any or tp is str or tp is inspect.Parameter.empty:
         return None
     inner = _without_none(_strip_annotated(tp)[0])[0]
-    target = _without_none(tp)[0] if typing.get_origin(tp) is not Annotated else tp
-    if typing.get_origin(tp) is Annotated:
-        # Annotated[X | None, Meta] -> Annotated[X, Meta]: a present value is never None
-        base, extras = _strip_annotated(tp)
-        target = Annotated[tuple([_without_none(base)[0], *extras])]
+    target = _present_type(tp)
     if multi:
         element = typing.get_args(inner)[0] if typing.get_args(inner) else Any
         if _is_bool(element):
@@ -271,7 +285,7 @@ class BodyField:
 class Binder:
     """Fills a typed handler's keyword arguments for one request."""
 
-    __slots__ = ("body", "conn_names", "fields", "passthrough", "query", "rest")
+    __slots__ = ("body", "conn_names", "fast", "fields", "passthrough", "query", "rest")
 
     def __init__(
         self,
@@ -286,6 +300,8 @@ class Binder:
         self.query = tuple(f for f in fields if f.location == "query")
         self.rest = tuple(f for f in fields if f.location != "query")
         self.body = body
+        #: The plan of `bind_fast` (None: this binder has only the general path).
+        self.fast = _fast_plan(fields) if body is None or body.location == "body" else None
 
     def bind(self, conn: Any, params: dict[str, Any]) -> dict[str, Any]:
         """The handler's keyword arguments; RequestValidationError lists what is wrong."""
@@ -326,6 +342,112 @@ class Binder:
             raise RequestValidationError(errors)
         return kwargs
 
+    def bind_fast(self, conn: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """`bind` for requests whose values are all valid: every raw value is read
+        into one dict, converted by one msgspec call into the binder's Struct;
+        at the first problem, `bind` runs instead (it lists every error)."""
+        plan: _FastPlan = self.fast  # type: ignore[assignment]
+        raw: dict[str, Any] = {}
+        if plan.query:
+            qp = conn.query_params
+            for name, wire, multi, words in plan.query:
+                if multi:
+                    value = qp.getall(wire)
+                    if not value:
+                        continue
+                    if words:
+                        value = [_BOOL_WORDS.get(v.lower(), v) for v in value]
+                else:
+                    value = qp.get(wire)
+                    if value is None:
+                        continue
+                    if words:
+                        value = _BOOL_WORDS.get(value.lower(), value)
+                raw[name] = value
+        for name, location, wire, multi, words in plan.rest:
+            if location == "path":
+                raw[name] = params[name]
+                continue
+            if location == "header":
+                value = conn.headers.getall(wire) if multi else conn.headers.get(wire)
+            else:  # cookie
+                value = conn.cookies.get(wire)
+            if value is None or (multi and not value):
+                continue
+            if words:
+                value = (
+                    [_BOOL_WORDS.get(v.lower(), v) for v in value]
+                    if multi
+                    else _BOOL_WORDS.get(value.lower(), value)
+                )
+            raw[name] = value
+        if plan.struct is None:
+            kwargs = {}
+        else:
+            try:
+                kwargs = _asdict(_convert(raw, plan.struct, strict=False))
+            except (msgspec.ValidationError, ValueError, TypeError, OverflowError):
+                return self.bind(conn, params)  # lists every invalid or missing value
+        for name in self.conn_names:
+            kwargs[name] = conn
+        for name in self.passthrough:
+            kwargs[name] = params[name]
+        body = self.body  # a JSON body: a form's binder has no fast plan
+        if body is not None:
+            try:
+                kwargs[body.name] = _bind_body(body, conn)  # type: ignore[arg-type,index]
+            except RequestValidationError:
+                return self.bind(conn, params)  # the body's error beside the others
+        return kwargs
+
+
+_convert = msgspec.convert
+_asdict = msgspec.structs.asdict
+
+
+@dataclasses.dataclass(slots=True)
+class _FastPlan:
+    """What `Binder.bind_fast` reads and the one Struct it converts it to."""
+
+    struct: type[msgspec.Struct] | None  # None: no parameter but the body
+    query: tuple[tuple[str, str, bool, bool], ...]  # name, wire name, list?, bool words?
+    rest: tuple[tuple[str, str, str, bool, bool], ...]  # name, location, wire, list?, words?
+
+
+def _fast_plan(fields: list[Field]) -> _FastPlan | None:
+    """The fast path's plan: a Struct with one field per parameter, of the type
+    its raw value converts to (as `_bind_one` converts it), with its default
+    (a fresh copy of a mutable one, as `Field.missing` gives it); None when
+    msgspec cannot make that Struct."""
+    spec: list[tuple[Any, ...]] = []
+    query: list[tuple[str, str, bool, bool]] = []
+    rest: list[tuple[str, str, str, bool, bool]] = []
+    for f in fields:
+        if f.location == "path":
+            tp: Any = f.type  # as _path_converter converts it
+            words = False
+        elif f.convert is None:
+            tp, words = Any, False  # passed as is
+        else:
+            tp, words = _present_type(f.type), _bool_words(f.type, f.multi)
+        if f.required:
+            spec.append((f.name, tp))
+        elif type(f.default) in (list, dict, set):
+            spec.append((f.name, tp, msgspec.field(default_factory=f.missing)))
+        else:
+            spec.append((f.name, tp, f.default))
+        if f.location == "query":
+            query.append((f.name, f.wire, f.multi, words))
+        else:
+            rest.append((f.name, f.location, f.wire, f.multi, words))
+    if not fields:
+        return _FastPlan(None, (), ())
+    try:
+        struct = msgspec.defstruct("Parameters", spec, kw_only=True, gc=False)
+    except (TypeError, ValueError):
+        return None
+    return _FastPlan(struct, tuple(query), tuple(rest))
+
 
 def _bind_one(f: Field, raw: Any, kwargs: dict[str, Any]) -> dict[str, Any] | None:
     if raw is None or (f.multi and not raw):
@@ -350,10 +472,19 @@ def _json_media_type(conn: Any) -> bool:
     value: str | None = conn.headers.get("content-type")
     if not value:
         return False
-    media = value.partition(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
+    known = _JSON_MEDIA.get(value)
+    if known is None:
+        media = value.partition(";")[0].strip().lower()
+        known = media == "application/json" or (
+            media.startswith("application/") and media.endswith("+json")
+        )
+        if len(_JSON_MEDIA) < 64:  # a few values serve most requests
+            _JSON_MEDIA[value] = known
+    return known
+
+
+#: `_json_media_type`'s answers, by Content-Type value.
+_JSON_MEDIA: dict[str, bool] = {}
 
 
 def _bind_body(body: BodyField, conn: Any) -> Any:
@@ -651,15 +782,20 @@ def _body_field(
     return BodyField(name, "body", annotation, tp, required, default, marker, decoder.decode, False)
 
 
-def return_converter(fn: Callable[..., Any]) -> Callable[[Any], Any] | None:
+def return_converter(
+    fn: Callable[..., Any], hints: dict[str, Any] | None = None
+) -> Callable[[Any], Any] | None:
     """For a handler whose return annotation is a model (or a list of one): what
     turns its return value into that type (undeclared fields dropped, never
     leaked); None for any other handler. A value already of the model's type
-    is returned as it is, not validated again."""
-    try:
-        hint = typing.get_type_hints(fn, include_extras=True).get("return")
-    except Exception:
-        return None
+    is returned as it is, not validated again. `hints`: `fn`'s resolved
+    annotations, when the caller has them already."""
+    if hints is None:
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:
+            return None
+    hint = hints.get("return")
     if hint is None or not is_model(hint):
         return None
     inner = _strip_annotated(hint)[0]

@@ -161,6 +161,7 @@ class App(Registrar):
             after=spec.after,
             status=spec.status,
             doc=spec.doc,
+            analysed=spec.analysed,
         )
         existing = self._names.get(name)
         if existing is not None and not (

@@ -357,6 +357,16 @@ class ASGIAdapter:
                         response = to_response(await route.endpoint(*args, **kwargs))
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
+                elif route.body_first and route.is_async and app._hookless:
+                    # the same for a typed body, read first (on the loop, as the pipeline would)
+                    try:
+                        if request._declared is _UNSET:
+                            request._check_length()
+                        await request.body()
+                        args, kwargs = route.arguments(request, request.path_params)
+                        response = to_response(await route.endpoint(*args, **kwargs))
+                    except Exception as exc:
+                        response = await drive_async(handle_error(app, request, exc), channel)
                 else:
                     response = await drive_async(dispatch(app, request, channel, leaves), channel)
             except asyncio.CancelledError as exc:

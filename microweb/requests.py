@@ -411,8 +411,26 @@ class Request(HTTPConnection):
         return self._body
 
     def _read_all_sync(self) -> bytes:
+        """Read and cache the whole body (the loop of `_stream_sync`, without a
+        generator: this is every JSON request's path)."""
         if self._body is None:
-            self._body = _join(list(self._stream_sync()))
+            guard = self._guard()
+            read = self._channel.read_sync
+            chunks = []
+            declared = guard.declared
+            if declared is not None and 0 < declared <= CHUNK_SIZE:
+                # the loop's first read; the whole body, as a rule: nothing left to check
+                chunk = read(declared)
+                if len(chunk) == declared:
+                    self._body = chunk
+                    return chunk
+                chunks.append(guard.check(chunk))  # cut short (400), or a part of it
+            while size := guard.next_size():
+                chunk = guard.check(read(size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            self._body = _join(chunks)
         return self._body
 
     async def _read_all_async(self) -> bytes:
@@ -422,6 +440,14 @@ class Request(HTTPConnection):
             guard = self._guard()
             read = self._channel.read_async
             chunks = []
+            declared = guard.declared
+            if declared is not None and 0 < declared <= CHUNK_SIZE:
+                # the loop's first read (see _read_all_sync)
+                chunk = await read(declared)
+                if len(chunk) == declared:
+                    self._body = chunk
+                    return chunk
+                chunks.append(guard.check(chunk))
             while size := guard.next_size():
                 chunk = guard.check(await read(size))
                 if not chunk:

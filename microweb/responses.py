@@ -462,9 +462,14 @@ def to_response(rv: Any) -> Response:
 
 
 def _encoded_json(body: bytes) -> Response:
-    """A JSON response around `body`, already encoded (a model's)."""
-    response = JSONResponse.__new__(JSONResponse)
-    Response.__init__(response, body, media_type="application/json")
+    """A JSON response around `body`, already encoded (a model's): what
+    ``Response.__init__(body, media_type="application/json")`` makes, built directly."""
+    response = _new(JSONResponse)
+    response.status = 200
+    response.body = body
+    h = _new(MutableHeaders)
+    h._list = [("content-type", "application/json")]
+    response.headers = h
     return response
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 from urllib.parse import quote
+
+import msgspec
 
 from ._matching import (
     _SEGMENT_SAFE,
@@ -27,7 +31,10 @@ from ._matching import (
     reject_flask_syntax,
     template_params,
 )
-from ._typed import Binder, analyse_typed, return_converter
+from ._typed import Binder, _pydantic_model, analyse_typed, return_converter
+
+if TYPE_CHECKING:
+    from .responses import Response
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -94,11 +101,13 @@ class Route:
     """
 
     __slots__ = (
+        "_bind",
         "_call",
         "_kwmap",
         "after",
         "before",
         "binder",
+        "body_first",
         "doc",
         "endpoint",
         "handler",
@@ -128,6 +137,7 @@ class Route:
         after: tuple[Hook, ...] = (),
         status: int | None = None,
         doc: RouteDoc | None = None,
+        analysed: Analysed | None = None,
     ) -> None:
         self.path = path
         #: What the pipeline calls: the handler, or a wrapper that converts its return.
@@ -158,17 +168,25 @@ class Route:
             elif isinstance(spec, _Mixed):
                 names.update(spec.params)
         self.param_names = tuple(names)
-        self._call, self._kwmap, self.binder = _analyse(endpoint, names, websocket, path)
+        sig, hints = analysed or signature_and_hints(endpoint, websocket)
+        self._call, self._kwmap, self.binder = _analyse(
+            endpoint, names, websocket, path, sig, hints
+        )
+        binder = self.binder
+        self._bind = None if binder is None else binder.bind_fast if binder.fast else binder.bind
         if not websocket:
-            convert = return_converter(endpoint)
-            if convert is not None or status is not None:
-                self.endpoint = _returning(endpoint, convert, self.is_async, status)
+            respond = _responder(endpoint, hints, status)
+            if respond is not None:
+                self.endpoint = _returning(endpoint, respond, self.is_async)
         #: The JSON body is read (by the pipeline) before the handler's arguments are bound.
         self.reads_body = self.binder is not None and self.binder.body is not None
         #: ... and it is read as a form (a Form() parameter).
         self.reads_form = self.reads_body and self.binder.body.location == "form"  # type: ignore[union-attr]
+        #: ... or, with no hooks at all, by the adapter that calls the handler itself
+        #: (a JSON body: a form is read by the pipeline's form step).
+        self.body_first = self.reads_body and self.plain and not self.reads_form
         if self.reads_body:
-            self.plain = False  # the adapters' direct call does not read bodies
+            self.plain = False  # (the adapters' first direct call reads no body)
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -182,7 +200,7 @@ class Route:
         if call == _CALL_NONE:
             return (), _NOKW
         if call == _CALL_TYPED:
-            return (), self.binder.bind(conn, params)  # type: ignore[union-attr]
+            return (), self._bind(conn, params)  # type: ignore[misc]
         return (), {name: conn if src is None else params[src] for name, src in self._kwmap}
 
     def url_path(self, params: dict[str, Any]) -> str:
@@ -217,46 +235,80 @@ class Route:
 _NOKW: dict[str, Any] = {}
 
 
-def _returning(
-    fn: Handler, convert: Callable[[Any], Any] | None, is_async: bool, status: int | None = None
-) -> Handler:
-    """`fn`, its return value converted to its annotated model (a Response passes),
-    and given the route's `status` (a returned ``(body, status)`` keeps its own)."""
-    from .responses import Response
-
-    if status is not None:
-        convert = _with_status(convert, status)
-    elif convert is None:  # pragma: no cover - the caller wraps only with one of them
-        return fn
+def _returning(fn: Handler, respond: Callable[[Any], Response], is_async: bool) -> Handler:
+    """`fn`, its return value made a response by `respond` (see `_responder`)."""
     if is_async:
 
         @functools.wraps(fn)
         async def call_async(*args: Any, **kwargs: Any) -> Any:
-            rv = await fn(*args, **kwargs)
-            return rv if isinstance(rv, Response) else convert(rv)
+            return respond(await fn(*args, **kwargs))
 
         return call_async
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        rv = fn(*args, **kwargs)
-        return rv if isinstance(rv, Response) else convert(rv)
+        return respond(fn(*args, **kwargs))
 
     return call
 
 
-def _with_status(convert: Callable[[Any], Any] | None, status: int) -> Callable[[Any], Any]:
-    """What gives a return value (not a Response) the route's status: ``(value, status)``,
-    which `to_response` reads as any returned tuple."""
+def _responder(
+    fn: Handler, hints: dict[str, Any], status: int | None = None
+) -> Callable[[Any], Response] | None:
+    """For a handler annotated to return a model (§13), or registered with
+    ``status=``: what turns its return value into the response, the value
+    converted to that model first and given that status (a Response passes; a
+    returned ``(body, status[, headers])`` keeps its own status, its body
+    converted); None for any other handler (`to_response` serves it).
 
-    def with_status(rv: Any) -> Any:
+    A value of exactly the annotated class (the usual case) is encoded at once,
+    as `to_response` encodes it, without the conversion's checks.
+    """
+    from .responses import Response, _encoded_json, to_response
+
+    convert = return_converter(fn, hints)
+    if convert is None and status is None:
+        return None
+    cls = hints.get("return")
+    while typing.get_origin(cls) is Annotated:
+        cls = typing.get_args(cls)[0]
+    encode: Callable[[Any], bytes] | None = None
+    if convert is not None and isinstance(cls, type):
+        if issubclass(cls, msgspec.Struct) or (
+            dataclasses.is_dataclass(cls) and not issubclass(cls, _NOT_ENCODED_AS_MODELS)
+        ):
+            encode = msgspec.json.Encoder().encode
+        elif _pydantic_model(cls):
+
+            def encode(value: Any) -> bytes:
+                return value.model_dump_json().encode()  # type: ignore[no-any-return]
+
+    def respond(rv: Any) -> Response:
+        if isinstance(rv, Response):
+            return rv
         if type(rv) is tuple:  # the handler's own (body, status[, headers])
             if convert is not None and rv:
-                return (convert(rv[0]), *rv[1:])
-            return rv
-        return (rv if convert is None else convert(rv)), status
+                rv = (convert(rv[0]), *rv[1:])
+            return to_response(rv)
+        value = rv if convert is None else convert(rv)
+        return to_response(value if status is None else (value, status))
 
-    return with_status
+    if encode is None:
+        return respond
+
+    def respond_model(rv: Any) -> Response:
+        if type(rv) is cls:
+            response = _encoded_json(encode(rv))
+            if status is not None:
+                response.status = status
+            return response
+        return respond(rv)
+
+    return respond_model
+
+
+#: Classes `to_response` converts by their kind even when they are dataclasses.
+_NOT_ENCODED_AS_MODELS = (dict, list, str, bytes, bytearray, memoryview, tuple)
 
 
 def _describe(fn: Any) -> str:
@@ -264,14 +316,68 @@ def _describe(fn: Any) -> str:
     return f"{mod}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _annotation_names(fn: Handler) -> dict[str, str]:
-    """Parameter annotations as class names (``Request``/``WebSocket``) where resolvable."""
+def type_hints(fn: Handler) -> dict[str, Any]:
+    """`fn`'s annotations, resolved (``Annotated`` kept): read once per handler.
+
+    A name that `fn`'s module does not define (a model declared in the function
+    that registers the handler, under ``from __future__ import annotations``)
+    is looked up in the local scopes of the code registering it, nearest first,
+    as pydantic does for models. An annotation nothing resolves stays its text.
+    Partials and callable objects have no annotations of their own: ``{}``.
+    """
     try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to the raw text
-        hints = dict(getattr(fn, "__annotations__", {}) or {})
+        return typing.get_type_hints(fn, include_extras=True)
+    except NameError:
+        pass
+    except Exception:
+        return {}
+    raw = dict(getattr(fn, "__annotations__", None) or {})
+    inner = fn
+    while hasattr(inner, "__wrapped__"):
+        inner = inner.__wrapped__
+    globalns = getattr(inner, "__globals__", {})
+    scopes = _registering_scopes()
+    for localns in scopes:
+        try:
+            return typing.get_type_hints(fn, globalns, localns, include_extras=True)
+        except NameError:
+            continue
+        except Exception:
+            break
+    # one by one: what resolves is typed, the rest stays text
+    return {name: _resolve(name, value, globalns, scopes) for name, value in raw.items()}
+
+
+def _registering_scopes() -> list[dict[str, Any]]:
+    """The local namespaces of the code that called into microweb, nearest first."""
+    scopes: list[dict[str, Any]] = []
+    frame = sys._getframe(1)
+    while frame is not None and len(scopes) < 8:
+        module = frame.f_globals.get("__name__") or ""
+        if module != "microweb" and not module.startswith("microweb."):
+            scopes.append(frame.f_locals)
+        frame = frame.f_back  # type: ignore[assignment]
+    return scopes
+
+
+def _resolve(name: str, value: Any, globalns: dict[str, Any], scopes: list[dict[str, Any]]) -> Any:
+    one = types.SimpleNamespace(__annotations__={name: value})
+    for localns in (None, *scopes):
+        try:
+            return typing.get_type_hints(one, globalns, localns, include_extras=True)[name]
+        except NameError:
+            continue
+        except Exception:
+            break
+    return value
+
+
+def _annotation_names(hints: dict[str, Any]) -> dict[str, str]:
+    """Parameter annotations as class names (``Request``/``WebSocket``) where resolvable."""
     names: dict[str, str] = {}
     for key, hint in hints.items():
+        while typing.get_origin(hint) is Annotated:
+            hint = typing.get_args(hint)[0]
         if isinstance(hint, str):
             names[key] = hint.rsplit(".", 1)[-1]
         elif isinstance(hint, type):
@@ -288,18 +394,13 @@ def _yields(fn: Any) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
-def _analyse(
-    fn: Handler, path_types: dict[str, Converter | None], websocket: bool, path: str = ""
-) -> tuple[int, tuple[tuple[str, str | None], ...], Binder | None]:
-    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
-    a path parameter that nothing takes, or a generator function.
+#: A handler's signature and resolved annotations, read once at registration.
+Analysed = tuple[inspect.Signature, dict[str, Any]]
 
-    `path_types` maps each path parameter to its converter. Parameters
-    that are neither the request nor an untyped path parameter are typed
-    (query, header, cookie, body: see `_typed`); then the call is `_CALL_TYPED`
-    and the returned binder fills every argument.
-    """
-    path_params = tuple(path_types)
+
+def signature_and_hints(fn: Handler, websocket: bool) -> Analysed:
+    """Read `fn`'s signature and annotations (the only inspection a handler gets);
+    raise TypeError for a generator function or a signature that cannot be read."""
     if not websocket and _yields(fn):
         raise TypeError(
             f"handler {_describe(fn)} is a generator function: a handler returns its "
@@ -311,8 +412,28 @@ def _analyse(
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot read the signature of handler {_describe(fn)}") from exc
+    return sig, type_hints(fn)
+
+
+def _analyse(
+    fn: Handler,
+    path_types: dict[str, Converter | None],
+    websocket: bool,
+    path: str,
+    sig: inspect.Signature,
+    hints: dict[str, Any],
+) -> tuple[int, tuple[tuple[str, str | None], ...], Binder | None]:
+    """Decide once how to call `fn`; raise TypeError for a parameter nothing can fill,
+    a path parameter that nothing takes, or a generator function.
+
+    `path_types` maps each path parameter to its converter. Parameters
+    that are neither the request nor an untyped path parameter are typed
+    (query, header, cookie, body: see `_typed`); then the call is `_CALL_TYPED`
+    and the returned binder fills every argument.
+    """
+    path_params = tuple(path_types)
     conn_name, conn_class = ("websocket", "WebSocket") if websocket else ("request", "Request")
-    annotations = _annotation_names(fn)
+    annotations = _annotation_names(hints)
     kwmap: list[tuple[str, str | None]] = []
     typed = False
     positional_conn = False
@@ -356,7 +477,7 @@ def _analyse(
             )
     binder = None
     if typed or any(n in annotations for n, src in kwmap if src is not None):
-        binder = _typed_binder(fn, sig, kwmap, path_types, websocket)
+        binder = _typed_binder(fn, sig, hints, kwmap, path_types, websocket)
     if binder is not None:
         if positional_conn:
             raise TypeError(f"the {conn_name} parameter of {_describe(fn)} must come first")
@@ -391,15 +512,20 @@ def _analyse(
 def _typed_binder(
     fn: Handler,
     sig: inspect.Signature,
+    hints: dict[str, Any],
     kwmap: list[tuple[str, str | None]],
     path_types: dict[str, Converter | None],
     websocket: bool,
 ) -> Binder | None:
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable forward references: untyped, as written
-        hints = {}
     conn_names = tuple(n for n, src in kwmap if src is None)
+    for p in sig.parameters.values():
+        hint = hints.get(p.name)
+        if isinstance(hint, str) and p.name not in conn_names:
+            raise TypeError(
+                f"the annotation of parameter {p.name!r} of handler {_describe(fn)} names "
+                f"something that is not defined where the handler is: {hint!r} (define or "
+                "import it in the handler's module, not only under TYPE_CHECKING)"
+            )
     binder = analyse_typed(fn, sig, hints, conn_names, path_types)
     if binder is not None and websocket and binder.body is not None:
         raise TypeError(f"WebSocket handler {_describe(fn)} cannot take a body parameter")
@@ -526,6 +652,8 @@ class RouteSpec:
     after: tuple[Hook, ...] = ()
     status: int | None = None
     doc: RouteDoc = _NO_DOC
+    #: Its signature and annotations, when already read (by a router).
+    analysed: Analysed | None = None
 
 
 @dataclass
@@ -654,8 +782,14 @@ class Router(Registrar):
         # what the app checks when the router is included, checked already here
         # (the converters are the app's, so the template is compiled there)
         reject_flask_syntax(spec.path)
+        # read here, where the names the annotations use are in scope
+        spec.analysed = signature_and_hints(spec.endpoint, spec.websocket)
         _analyse(
-            spec.endpoint, dict.fromkeys(template_params(spec.path)), spec.websocket, spec.path
+            spec.endpoint,
+            dict.fromkeys(template_params(spec.path)),
+            spec.websocket,
+            spec.path,
+            *spec.analysed,
         )
         self.specs.append(spec)
 

@@ -332,6 +332,16 @@ class WSGIAdapter:
                 response = to_response(route.endpoint(*args, **kwargs))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        elif route.body_first and not route.is_async and app._hookless:
+            # the same for a typed body, read first (in this thread, as the pipeline would)
+            try:
+                if request._declared is _UNSET:
+                    request._check_length()
+                request.body()
+                args, kwargs = route.arguments(request, request.path_params)
+                response = to_response(route.endpoint(*args, **kwargs))
+            except Exception as exc:
+                response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:
             response = drive_sync(dispatch(app, request, channel, leaves), channel.call_async)
         return self._respond(response, environ, start_response, request)
