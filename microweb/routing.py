@@ -321,31 +321,32 @@ def type_hints(fn: Handler) -> dict[str, Any]:
 
     A name that `fn`'s module does not define (a model declared in the function
     that registers the handler, under ``from __future__ import annotations``)
-    is looked up in the local scopes of the code registering it, nearest first,
-    as pydantic does for models. An annotation nothing resolves stays its text.
-    Partials and callable objects have no annotations of their own: ``{}``.
+    is taken from the nearest local scope of the code registering it that has
+    it, as pydantic does for models. An annotation nothing resolves stays its
+    text. Partials and callable objects have no annotations of their own: ``{}``.
     """
-    try:
-        return typing.get_type_hints(fn, include_extras=True)
-    except NameError:
-        pass
-    except Exception:
-        return {}
-    raw = dict(getattr(fn, "__annotations__", None) or {})
+    found: dict[str, Any] = {}  # the missing names, from the registering scopes
+    scopes: list[dict[str, Any]] | None = None
+    while True:
+        try:
+            return typing.get_type_hints(fn, None, found or None, include_extras=True)
+        except NameError as exc:
+            if scopes is None:
+                scopes = _registering_scopes()
+            name = exc.name
+            scope = next((ns for ns in scopes if name in ns), None)
+            if name is None or scope is None or name in found:
+                break
+            found[name] = scope[name]
+        except Exception:
+            return {}
+    # one by one: what resolves is typed, the rest stays text
     inner = fn
     while hasattr(inner, "__wrapped__"):
         inner = inner.__wrapped__
     globalns = getattr(inner, "__globals__", {})
-    scopes = _registering_scopes()
-    for localns in scopes:
-        try:
-            return typing.get_type_hints(fn, globalns, localns, include_extras=True)
-        except NameError:
-            continue
-        except Exception:
-            break
-    # one by one: what resolves is typed, the rest stays text
-    return {name: _resolve(name, value, globalns, scopes) for name, value in raw.items()}
+    raw = dict(getattr(fn, "__annotations__", None) or {})
+    return {name: _resolve(name, value, globalns, found) for name, value in raw.items()}
 
 
 def _registering_scopes() -> list[dict[str, Any]]:
@@ -360,16 +361,12 @@ def _registering_scopes() -> list[dict[str, Any]]:
     return scopes
 
 
-def _resolve(name: str, value: Any, globalns: dict[str, Any], scopes: list[dict[str, Any]]) -> Any:
+def _resolve(name: str, value: Any, globalns: dict[str, Any], found: dict[str, Any]) -> Any:
     one = types.SimpleNamespace(__annotations__={name: value})
-    for localns in (None, *scopes):
-        try:
-            return typing.get_type_hints(one, globalns, localns, include_extras=True)[name]
-        except NameError:
-            continue
-        except Exception:
-            break
-    return value
+    try:
+        return typing.get_type_hints(one, globalns, found or None, include_extras=True)[name]
+    except Exception:
+        return value
 
 
 def _annotation_names(hints: dict[str, Any]) -> dict[str, str]:

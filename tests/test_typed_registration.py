@@ -70,6 +70,34 @@ def test_a_routers_handlers_resolve_where_they_are_declared(make_client: MakeCli
     assert (r.status_code, r.json()) == (200, {"x": 4})
 
 
+def test_each_name_is_taken_from_the_nearest_scope_that_has_it(make_client: MakeClient) -> None:
+    class Outer(msgspec.Struct):
+        x: int
+
+    class Inner(msgspec.Struct):  # shadowed below: the nearer one is used
+        y: int
+
+    def register(app: App) -> None:
+        class Inner(msgspec.Struct):
+            z: int
+
+        @app.post("/both")
+        def both(body: Outer, n: Annotated[int, Query(ge=0)] = 0) -> Inner:
+            return Inner(z=body.x + n)
+
+        # the request's annotation names nothing here: it is the request by its name
+        @app.get("/plain")
+        def plain(request: Nowhere, n: int = 1) -> dict[str, int]:  # type: ignore[name-defined]  # noqa: F821
+            return {"n": n}
+
+    app = App()
+    register(app)
+    client = make_client(app)
+    r = client.post("/both?n=2", json={"x": 1})
+    assert (r.status_code, r.json()) == (200, {"z": 3})
+    assert client.get("/plain?n=5").json() == {"n": 5}
+
+
 def test_an_annotation_nothing_defines_is_a_registration_error() -> None:
     app = App()
     with pytest.raises(TypeError, match=r"parameter 'item' of handler .*nowhere.*'Missing'"):
@@ -94,9 +122,9 @@ def test_registration_reads_each_handlers_signature_and_hints_once(
         counts["hints"] += id(args[0]) in handlers
         return get_type_hints(*args, **kwargs)
 
+    app, router = App(), Router()
     monkeypatch.setattr(inspect, "signature", counted_signature)
     monkeypatch.setattr(typing, "get_type_hints", counted_hints)
-    app, router = App(), Router()
     n = 20
     for i in range(n):
 
