@@ -448,8 +448,11 @@ class Matcher:
         found = _search(self._root, segments, 1, len(segments), method, partial)
         if found is not None:
             return found[0], found[1], _NO_LEAVES
-        if self.fallback is not None:
-            route, params, leaves = self.fallback.match(method, path, segments)
+        fallback = self.fallback
+        # (its routes' paths all begin with a static segment: one dict lookup
+        # keeps a 404 from searching a second trie)
+        if fallback is not None and len(segments) > 1 and segments[1] in fallback._root.static:
+            route, params, leaves = fallback.match(method, path, segments)
             if route is not None or not partial:
                 return route, params, leaves
         return None, {}, partial
