@@ -18,7 +18,6 @@ from __future__ import annotations
 import http
 import inspect
 import re
-import typing
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -327,11 +326,10 @@ def _marker_extras(marker: Any) -> dict[str, Any]:
 _MISSING = object()
 
 
-def _return_annotation(fn: Any) -> Any:
-    try:
-        return typing.get_type_hints(fn, include_extras=True).get("return", _MISSING)
-    except Exception:  # unresolvable annotations: undocumented, as untyped
-        return _MISSING
+def _return_annotation(route: Route) -> Any:
+    """The return annotation, as resolved when the route was registered (models
+    declared in the registering function included); _MISSING without one."""
+    return route.hints.get("return", _MISSING)
 
 
 def _phrase(status: int | str) -> str:
@@ -344,7 +342,7 @@ def _phrase(status: int | str) -> str:
 def _responses(route: Route, schemas: _Schemas, error_refs: _ErrorRefs) -> dict[str, Any]:
     from .responses import Response
 
-    annotation = _return_annotation(route.handler)
+    annotation = _return_annotation(route)
     inner = _strip_annotated(annotation)[0] if annotation is not _MISSING else _MISSING
     status = route.status or (204 if inner is None or inner is type(None) else 200)
     ok: dict[str, Any] = {"description": _phrase(status)}

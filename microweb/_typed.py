@@ -806,15 +806,17 @@ def return_converter(
         adapter = pydantic.TypeAdapter(hint)
 
         def to_pydantic(value: Any) -> Any:
-            if cls is not None and isinstance(value, cls):
+            if cls is not None and type(value) is cls:
                 return value
+            if isinstance(value, pydantic.BaseModel):  # a subclass, another model:
+                value = value.model_dump()  # by its fields (the undeclared dropped)
             return adapter.validate_python(value, from_attributes=True)
 
         return to_pydantic
 
     def to_model(value: Any) -> Any:
-        if cls is not None and isinstance(value, cls):
-            return value
+        if cls is not None and type(value) is cls:
+            return value  # (a subclass is converted: the fields it adds never leak)
         if isinstance(value, msgspec.Struct) or (
             dataclasses.is_dataclass(value) and not isinstance(value, type)
         ):

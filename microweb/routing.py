@@ -111,6 +111,7 @@ class Route:
         "doc",
         "endpoint",
         "handler",
+        "hints",
         "is_async",
         "methods",
         "name",
@@ -169,6 +170,8 @@ class Route:
                 names.update(spec.params)
         self.param_names = tuple(names)
         sig, hints = analysed or signature_and_hints(endpoint, websocket)
+        #: The handler's resolved annotations (the OpenAPI document reads the return's).
+        self.hints = hints
         self._call, self._kwmap, self.binder = _analyse(
             endpoint, names, websocket, path, sig, hints
         )

@@ -314,3 +314,47 @@ def test_untyped_handlers_keep_their_cheap_calls() -> None:
     def c(request: Request) -> None: ...
 
     assert all(route.binder is None for route in app.routes)
+
+
+class ItemWithSecret(ItemOut, kw_only=True):
+    secret: str
+
+
+class UserWithPassword(PublicUser):
+    password: str
+
+
+def test_a_subclass_of_the_return_model_never_leaks_the_fields_it_adds(
+    make_client: MakeClient,
+) -> None:
+    app = App()
+
+    @app.get("/item")
+    def item() -> ItemOut:
+        return ItemWithSecret(name="pen", price=1.0, id=3, secret="s3cr3t")
+
+    @app.get("/user")
+    async def user() -> PublicUser:
+        return UserWithPassword(name="ada", password="s3cr3t")
+
+    client = make_client(app)
+    assert client.get("/item").json() == {"name": "pen", "price": 1.0, "tags": [], "id": 3}
+    assert client.get("/user").json() == {"name": "ada"}
+
+
+def test_a_return_model_declared_in_the_registering_function_is_documented() -> None:
+    def build() -> App:
+        class Local(msgspec.Struct):
+            n: int
+
+        app = App()
+
+        @app.get("/local")
+        def local() -> Local:
+            return Local(n=1)
+
+        return app
+
+    responses = build().openapi()["paths"]["/local"]["get"]["responses"]
+    schema = responses["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Local"}
