@@ -47,7 +47,7 @@ from microweb.broadcast import Broadcast, BroadcastError, BroadcastOverflow
 CHANNEL = "feed"
 MAX_LENGTH = 280
 
-broadcast = Broadcast(os.environ.get("MICROWEB_BROADCAST_URL", "memory://"))
+broadcast = Broadcast(os.environ.get("MICROWEB_BROADCAST_URL") or "memory://")
 app = App()
 # each process connects in its own startup (after gunicorn forks), and closes on shutdown
 app.on_startup(broadcast.connect)
