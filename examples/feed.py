@@ -96,7 +96,10 @@ PAGE = """<!doctype html>
       const time = document.createElement("time");
       time.dateTime = item.time;
       time.textContent = new Date(item.time).toLocaleTimeString();
-      line.append(text, " ", time, ` via process ${item.pid}`);
+      const via = document.createElement("span");
+      via.className = "muted";
+      via.textContent = `via process ${item.pid}`;
+      line.append(text, " ", time, " ", via);
       items.prepend(line);
       while (items.children.length > 50) items.lastElementChild.remove();
     });
@@ -166,9 +169,11 @@ async def events(request: Request) -> EventSourceResponse:
                         yield {"event": "item", "id": item.id, "data": item.data}
                 return  # the broadcast was disconnected: the server is stopping
             except BroadcastOverflow:
-                # this client fell more than a backlog behind: subscribe again from
-                # the last item it was sent (with redis://, whatever came since is lost)
-                after = items.last_id
+                # this client fell more than a backlog behind: subscribe again after
+                # the last item it was sent (with redis://, whatever came since is
+                # lost); if it got none, even the replay was longer than a backlog:
+                # go on live rather than try the same replay again and again
+                after = items.last_id if items.last_id != after else None
 
     # a ping comment every 15 s keeps proxies from closing an idle stream; when the
     # client leaves, the generator is closed and its subscription released

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -171,9 +172,7 @@ def post(server: Server, text: str) -> dict[str, Any]:
     return check_posted(r, text)
 
 
-def open_stream(
-    stack: contextlib.ExitStack, server: Server, last_id: str | None = None
-) -> Stream:
+def open_stream(stack: contextlib.ExitStack, server: Server, last_id: str | None = None) -> Stream:
     """A stream on a connection of its own, subscribed (its ``ready`` event read)."""
     client = stack.enter_context(httpx.Client(base_url=server.url, timeout=WAIT))
     headers = {"Last-Event-ID": last_id} if last_id else {}
@@ -291,3 +290,73 @@ def test_example_runs_as_documented(kind: str) -> None:
         check_items(stream.items(2), posted)
         again = open_stream(stack, server, last_id="1")  # memory:// replays too
         check_items([again.next()], posted[1:])
+
+
+class Visitor(threading.Thread):
+    """A page that stays open meanwhile, reading its stream as fast as it comes
+    (in a thread) until the item `until`: what it received is in `received`."""
+
+    def __init__(self, server: Server, until: str) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.until = until
+        self.subscribed = threading.Event()
+        self.received: list[Block] = []
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                stream = open_stream(stack, self.server)
+                self.subscribed.set()
+                while (
+                    not self.received
+                    or json.loads(self.received[-1].data or "")["text"] != self.until
+                ):
+                    self.received.append(stream.next())
+        except BaseException as exc:  # reported by the test
+            self.failure = exc
+            self.subscribed.set()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("visitor", [False, True], ids=["alone", "with-another-visitor"])
+def test_a_client_back_after_more_than_a_backlog_goes_on(redis: Redis, visitor: bool) -> None:
+    """A browser away while more items were posted than a subscriber may hold
+    (the Broadcast's backlog, 1000) comes back with its Last-Event-ID: the stream
+    goes on (with the missed items, or live if the replay is too long to hold),
+    and never retries the same replay in a loop. Another page open all along
+    in the same process gets every item."""
+    env = {"MICROWEB_BROADCAST_URL": f"{redis.stream_url}?maxlen=5000"}
+    with (
+        serve("uvicorn", "examples.feed", env=env) as server,
+        httpx.Client(base_url=server.url, timeout=WAIT) as http,
+        contextlib.ExitStack() as stack,
+    ):
+        other = Visitor(server, until="live")
+        if visitor:
+            other.start()
+            assert other.subscribed.wait(WAIT) and other.failure is None, other.failure
+        seen = check_posted(http.post("/items", data={"text": "seen"}), "seen")
+        missed = [
+            check_posted(http.post("/items", data={"text": f"missed {n}"}), f"missed {n}")
+            for n in range(feed.broadcast.backlog + 100)
+        ]
+        back = open_stream(stack, server, last_id=seen["id"])
+        live = check_posted(http.post("/items", data={"text": "live"}), "live")
+        received: list[Block] = []
+        readies = 0
+        while not received or received[-1].id != live["id"]:
+            block = back.next()
+            if block.event == "ready":  # subscribed again: only after some progress
+                readies += 1
+                assert readies <= len(received) + 1, "the stream subscribes again and again"
+            else:
+                received.append(block)
+        # the missed items in order (all of them, or as many as were replayed
+        # before the stream went on live), then the live one
+        check_items(received, [*missed[: len(received) - 1], live])
+        if visitor:
+            other.join(WAIT)
+            assert not other.is_alive() and other.failure is None, other.failure
+            check_items(other.received, [seen, *missed, live])
