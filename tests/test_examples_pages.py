@@ -239,8 +239,10 @@ def test_feed_page_under_gunicorn_workers(screenshots: Path) -> None:
             assert await pages.chrome.evaluate(tab, "document.getElementById('text').value") == ""
             newest = await pages.text(tab, "#items li")
             assert re.fullmatch(r"Found a moth in relay 70\. \S.* via process \d+", newest), newest
-        await pages.shoot(desktop, "feed", DESKTOP)
-        await pages.shoot(phone, "feed", PHONE)
+        for tab, screen in ((desktop, DESKTOP), (phone, PHONE)):
+            # a tab behind another may never draw the frame a screenshot waits for
+            await pages.chrome.send("Page.bringToFront", tab)
+            await pages.shoot(tab, "feed", screen)
 
     with redis_server() as redis:
         env = {"MICROWEB_BROADCAST_URL": f"{redis.stream_url}?maxlen=1000"}
