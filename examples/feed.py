@@ -148,7 +148,8 @@ def post_item(request: Request) -> tuple[dict[str, Any], int]:
         # returns once the backend has it: every subscriber, in every process, gets it
         item_id = broadcast.publish_sync(CHANNEL, json.dumps(item))
     except BroadcastError:  # Redis is gone or does not answer (raised within seconds)
-        abort(503, "The feed is unavailable; try again in a moment.")
+        # a Redis that was only slow or frozen may still add it when it wakes up
+        abort(503, "The feed is not answering: your item may not have been posted.")
     return {"id": item_id, **item}, 201
 
 

@@ -360,3 +360,41 @@ def test_a_client_back_after_more_than_a_backlog_goes_on(redis: Redis, visitor: 
             other.join(WAIT)
             assert not other.is_alive() and other.failure is None, other.failure
             check_items(other.received, [seen, *missed, live])
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("kind", ["uvicorn", "waitress"])
+@pytest.mark.parametrize("failure", ["frozen", "restarted"])
+def test_a_page_stays_open_while_redis_fails(redis: Redis, kind: str, failure: str) -> None:
+    """Redis stops answering (SIGSTOP) or is killed and started again: a post
+    meanwhile gets a 503 within seconds, not a hang; once Redis is back the
+    feed goes on, and the page that stayed open gets the new items."""
+    env = {"MICROWEB_BROADCAST_URL": f"{redis.stream_url}?maxlen=1000"}
+    with (
+        serve(kind, "examples.feed", threads=16, env=env) as server,
+        contextlib.ExitStack() as stack,
+    ):
+        stream = open_stream(stack, server)
+        before = post(server, "before")
+        check_items([stream.next()], [before])
+        if failure == "frozen":
+            redis.freeze()
+        else:
+            redis.kill()
+        try:
+            r = httpx.post(f"{server.url}/items", data={"text": "meanwhile"}, timeout=WAIT)
+        finally:
+            if failure == "frozen":
+                redis.thaw()
+            else:
+                redis.start()  # on the same port, empty (no persistence)
+        assert r.status_code == 503
+        assert r.json() == {
+            "detail": "The feed is not answering: your item may not have been posted."
+        }
+        after = post(server, "after")
+        received = stream.next()
+        # a frozen Redis had the command in its socket: woken, it may still run it
+        if failure == "frozen" and json.loads(received.data or "")["text"] == "meanwhile":
+            received = stream.next()
+        check_items([received], [after])
