@@ -171,10 +171,9 @@ async def events(request: Request) -> EventSourceResponse:
                 return  # the broadcast was disconnected: the server is stopping
             except BroadcastOverflow:
                 # this client fell more than a backlog behind: subscribe again after
-                # the last item it was sent (with redis://, whatever came since is
-                # lost); if it got none, even the replay was longer than a backlog:
-                # go on live rather than try the same replay again and again
-                after = items.last_id if items.last_id != after else None
+                # the last item it was sent, and the replay brings the rest (with
+                # redis://, whatever came since is lost)
+                after = items.last_id
 
     # a ping comment every 15 s keeps proxies from closing an idle stream; when the
     # client leaves, the generator is closed and its subscription released
