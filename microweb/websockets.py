@@ -1,11 +1,35 @@
-"""`WebSocket` connections (ASGI only) and the adapter code that serves them."""
+"""`WebSocket` connections (ASGI only) and the adapter code that serves them.
+
+Strategy for `WebSocket.while_connected`: while its block runs, a reader task
+is the only caller of the server's ``receive``; it appends each message to
+the socket's `_Inbox`, and the socket's own receives take them from there,
+in order. Invariants:
+
+- Only the reader appends to ``inbox.messages`` and only receives take from
+  it; the reader waits (``inbox.room``) once `_INBOX_SIZE` messages are
+  waiting, so a client cannot grow the server's memory; one receive at a
+  time waits on ``inbox.waiter``.
+- The block's cancel scope is cancelled when the client's disconnect is
+  *taken* by a receive (so an ``iter_*()`` loop gets every message sent
+  before it), or at once when the reader gets the disconnect while no
+  ``iter_*()`` loop reads (``WebSocket._iterating == 0``): nothing would
+  ever take it.
+- The reader is cancelled and awaited when the block ends; messages it
+  received that the block did not read stay in the inbox for the receives
+  after the block, then the socket receives from the server again.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Generator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from ._concurrency import running_loop
 from ._parsers import decode_path, encode_path, origin_form, quote_path, strip_root_path
@@ -14,6 +38,9 @@ from .datastructures import Headers
 from .exceptions import HTTPException, WebSocketDisconnect
 from .requests import HTTPConnection
 from .responses import Response, error_response, to_response
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
 
 if TYPE_CHECKING:
     from .asgi import ASGIAdapter, Receive, Scope, Send
@@ -24,6 +51,9 @@ logger = logging.getLogger("microweb")
 _NOKW: dict[str, Any] = {}
 
 _CONNECTING, _CONNECTED, _CLOSED = range(3)
+
+#: Client messages a `while_connected` block keeps unread before its reader waits.
+_INBOX_SIZE = 16
 
 
 class _Channel:
@@ -80,7 +110,7 @@ class WebSocket(HTTPConnection):
     `WebSocketDisconnect`; the `iter_*` methods just end.
     """
 
-    __slots__ = ("_app_state", "_client_state", "_receive", "_send")
+    __slots__ = ("_app_state", "_client_state", "_inbox", "_iterating", "_receive", "_send")
 
     def __init__(self, adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
@@ -120,6 +150,8 @@ class WebSocket(HTTPConnection):
         self._send = send
         self._client_state = _CONNECTING
         self._app_state = _CONNECTING
+        self._inbox: _Inbox | None = None
+        self._iterating = 0  # iter_*() loops reading now (see the module's docstring)
 
     @property
     def subprotocols(self) -> list[str]:
@@ -174,12 +206,18 @@ class WebSocket(HTTPConnection):
         """The next raw ASGI message (``websocket.receive`` or ``websocket.disconnect``)."""
         if self._app_state == _CONNECTING:
             raise RuntimeError("accept the WebSocket before receiving")
-        if self._client_state == _CLOSED:
+        inbox = self._inbox
+        if inbox is not None:
+            message = await inbox.take(self)
+        elif self._client_state == _CLOSED:
             raise WebSocketDisconnect(1006)
-        message: dict[str, Any] = await self._receive()
+        else:
+            message = await self._receive()
         if message["type"] == "websocket.disconnect":
             self._client_state = _CLOSED
             self._app_state = _CLOSED
+            if inbox is not None and inbox.scope is not None:
+                inbox.scope.cancel()  # the block saw the client leave: it ends
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason") or "")
         return message
 
@@ -209,27 +247,69 @@ class WebSocket(HTTPConnection):
 
     async def iter_text(self) -> AsyncIterator[str]:
         """Each text message, until the client disconnects: ``async for text in ws.iter_text()``."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_text()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Each binary message, until the client disconnects."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_bytes()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """Each message parsed as JSON, until the client disconnects."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_json()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
+
+    def while_connected(self) -> _WhileConnected:
+        """An ``async with`` block that ends as soon as the client leaves.
+
+        ```python
+        await websocket.accept()
+        async with broadcast.subscribe(f"room:{room}") as events, websocket.while_connected():
+            async for event in events:
+                await websocket.send_text(event.data)
+        # the client left (or the subscription ended): the handler goes on here
+        ```
+
+        While the block runs, a task reads what the client sends, so its
+        leaving is noticed even while the block waits for something else:
+        the block is then cancelled and the ``async with`` ends quietly
+        (``finally`` clauses run; so does the code after it). A
+        `WebSocketDisconnect` raised inside (a send to a client that has gone)
+        ends it the same way; any other exception propagates unchanged.
+
+        The client's messages are kept, in order, for ``receive_*()`` and
+        ``iter_*()`` inside the block (up to 16 unread: then the reading
+        waits for the block to take one). An ``iter_*()`` loop gets every
+        message sent before the client left, then ends, and the block ends
+        with it; a block that reads with no ``iter_*()`` loop is cancelled at
+        once. Messages the block did not read are received after it. The
+        socket must be accepted first (`RuntimeError` otherwise).
+        """
+        if self._app_state != _CONNECTED:
+            raise RuntimeError(
+                "while_connected() needs an open WebSocket: call `await websocket.accept()` "
+                "before the block (and do not close the WebSocket first)"
+            )
+        return _WhileConnected(self)
 
     # ------------------------------------------------------------------ send
     async def send_text(self, data: str) -> None:
@@ -253,6 +333,128 @@ class WebSocket(HTTPConnection):
         except OSError as exc:  # the server reports a gone client
             self._client_state = _CLOSED
             raise WebSocketDisconnect(1006) from exc
+
+
+class _Inbox:
+    """The client's messages read by a `while_connected` reader, for the socket's receives."""
+
+    __slots__ = ("messages", "room", "scope", "waiter")
+
+    def __init__(self, messages: list[dict[str, Any]], scope: anyio.CancelScope) -> None:
+        self.messages = messages
+        self.scope: anyio.CancelScope | None = scope  # None once the block ended
+        self.waiter: asyncio.Future[None] | None = None  # a receive waiting for a message
+        self.room: asyncio.Future[None] | None = None  # the reader waiting for room
+
+    async def take(self, ws: WebSocket) -> dict[str, Any]:
+        """The next message: from the inbox, or (once it ended and is empty) the server."""
+        messages = self.messages
+        while not messages:
+            if self.scope is None:  # the block ended: receive directly again
+                ws._inbox = None
+                if ws._client_state == _CLOSED:
+                    raise WebSocketDisconnect(1006)
+                return await ws._receive()  # type: ignore[no-any-return]
+            if ws._client_state == _CLOSED:
+                raise WebSocketDisconnect(1006)  # the disconnect was taken already
+            if self.waiter is not None:
+                raise RuntimeError("another task is already receiving from this WebSocket")
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        message = messages.pop(0)
+        _wake(self.room)
+        if not messages and self.scope is None:
+            ws._inbox = None
+        return message
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+async def _read(ws: WebSocket, inbox: _Inbox) -> None:
+    """The reader of a `while_connected` block: the client's messages into `inbox`."""
+    receive = ws._receive
+    messages = inbox.messages
+    loop = asyncio.get_running_loop()
+    while True:
+        message = await receive()
+        messages.append(message)
+        _wake(inbox.waiter)
+        if message["type"] == "websocket.disconnect":
+            ws._client_state = _CLOSED
+            if not ws._iterating and inbox.scope is not None:
+                inbox.scope.cancel()  # no iter_*() loop will take it: end the block now
+            return
+        while len(messages) >= _INBOX_SIZE:
+            room = inbox.room = loop.create_future()
+            try:
+                await room
+            finally:
+                inbox.room = None
+
+
+def _client_left(exc: BaseException | None) -> bool:
+    """True for a `WebSocketDisconnect`, or a group of nothing else (from a task group)."""
+    if isinstance(exc, WebSocketDisconnect):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_left(inner) for inner in exc.exceptions)
+    return False
+
+
+class _WhileConnected:
+    """What `WebSocket.while_connected` returns: its block's cancel scope and reader."""
+
+    __slots__ = ("_inbox", "_reader", "_ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._inbox: _Inbox | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> None:
+        ws = self._ws
+        previous = ws._inbox
+        if previous is not None and previous.scope is not None:
+            raise RuntimeError("this WebSocket is already in a while_connected() block")
+        scope = anyio.CancelScope()
+        inbox = self._inbox = ws._inbox = _Inbox(previous.messages if previous else [], scope)
+        scope.__enter__()
+        if ws._client_state == _CLOSED:
+            scope.cancel()  # it left already: the block ends at its first wait
+        else:
+            self._reader = asyncio.get_running_loop().create_task(_read(ws, inbox))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        inbox = self._inbox
+        assert inbox is not None and inbox.scope is not None
+        scope, inbox.scope = inbox.scope, None
+        try:
+            if scope.__exit__(exc_type, exc, tb):
+                return True  # cancelled because the client left
+        except BaseException as raised:  # what the scope left of a group
+            if _client_left(raised):
+                return True
+            raise
+        finally:
+            _wake(inbox.waiter)  # a receive elsewhere goes back to the server
+            if not inbox.messages and self._ws._inbox is inbox:
+                self._ws._inbox = None
+            reader = self._reader
+            if reader is not None and not reader.done():
+                reader.cancel()  # the servers' receive is safe to cancel
+                await asyncio.wait((reader,))
+        return _client_left(exc)
 
 
 # --------------------------------------------------------------------------
