@@ -6,9 +6,12 @@ the socket's `_Inbox`, and the socket's own receives take them from there,
 in order. Invariants:
 
 - Only the reader appends to ``inbox.messages`` and only receives take from
-  it; the reader waits (``inbox.room``) once `_INBOX_SIZE` messages are
-  waiting, so a client cannot grow the server's memory; one receive at a
-  time waits on ``inbox.waiter``.
+  it; one receive at a time waits on ``inbox.waiter``. It holds at most
+  `_INBOX_SIZE` messages (so a client cannot grow the server's memory):
+  once it is full, the reader waits (``inbox.room``) if the block reads
+  (``inbox.read``), or drops what comes if it never has: a block that
+  reads nothing must still see the client leave, which a waiting reader
+  would not (a client that sends heartbeats to a pure subscriber).
 - The block's cancel scope is cancelled when the client's disconnect is
   *taken* by a receive (so an ``iter_*()`` loop gets every message sent
   before it), or at once when the reader gets the disconnect while no
@@ -297,12 +300,14 @@ class WebSocket(HTTPConnection):
         ends it the same way; any other exception propagates unchanged.
 
         The client's messages are kept, in order, for ``receive_*()`` and
-        ``iter_*()`` inside the block (up to 16 unread: then the reading
-        waits for the block to take one). An ``iter_*()`` loop gets every
-        message sent before the client left, then ends, and the block ends
-        with it; a block that reads with no ``iter_*()`` loop is cancelled at
-        once. Messages the block did not read are received after it. The
-        socket must be accepted first (`RuntimeError` otherwise).
+        ``iter_*()`` inside the block, 16 at most: then the reading waits
+        for the block to take one (the server stops reading the socket, so a
+        fast client cannot grow memory) — or, in a block that has read none,
+        further messages are dropped, so that the client leaving is still
+        seen. An ``iter_*()`` loop gets every message sent before the client
+        left, then ends, and the block ends with it; otherwise the block is
+        cancelled at once. Messages kept and not read are received after the
+        block. The socket must be accepted first (`RuntimeError` otherwise).
         """
         if self._app_state != _CONNECTED:
             raise RuntimeError(
@@ -338,16 +343,18 @@ class WebSocket(HTTPConnection):
 class _Inbox:
     """The client's messages read by a `while_connected` reader, for the socket's receives."""
 
-    __slots__ = ("messages", "room", "scope", "waiter")
+    __slots__ = ("messages", "read", "room", "scope", "waiter")
 
     def __init__(self, messages: list[dict[str, Any]], scope: anyio.CancelScope) -> None:
         self.messages = messages
+        self.read = False  # whether a receive took from it (then the reader waits when full)
         self.scope: anyio.CancelScope | None = scope  # None once the block ended
         self.waiter: asyncio.Future[None] | None = None  # a receive waiting for a message
         self.room: asyncio.Future[None] | None = None  # the reader waiting for room
 
     async def take(self, ws: WebSocket) -> dict[str, Any]:
         """The next message: from the inbox, or (once it ended and is empty) the server."""
+        self.read = True
         messages = self.messages
         while not messages:
             if self.scope is None:  # the block ended: receive directly again
@@ -383,14 +390,20 @@ async def _read(ws: WebSocket, inbox: _Inbox) -> None:
     loop = asyncio.get_running_loop()
     while True:
         message = await receive()
-        messages.append(message)
-        _wake(inbox.waiter)
         if message["type"] == "websocket.disconnect":
+            messages.append(message)
+            _wake(inbox.waiter)
             ws._client_state = _CLOSED
             if not ws._iterating and inbox.scope is not None:
                 inbox.scope.cancel()  # no iter_*() loop will take it: end the block now
             return
-        while len(messages) >= _INBOX_SIZE:
+        if len(messages) >= _INBOX_SIZE and not inbox.read:
+            await asyncio.sleep(0)  # a task the block just started may be about to read
+        if inbox.read or len(messages) < _INBOX_SIZE:
+            messages.append(message)
+            _wake(inbox.waiter)
+        # else dropped: the block reads none, and the reader must go on to see the client leave
+        while len(messages) >= _INBOX_SIZE and inbox.read:
             room = inbox.room = loop.create_future()
             try:
                 await room

@@ -66,8 +66,8 @@ def make_app() -> tuple[App, Record]:
         try:
             async with websocket.while_connected():
                 await websocket.send_text("ready")
-                await go.wait()  # the client sends meanwhile: more than the inbox keeps
                 async for text in websocket.iter_text():
+                    await go.wait()  # a slow first message: more than the inbox keeps wait
                     await anyio.lowlevel.checkpoint()  # work that awaits, per message
                     record.add(text)
                     await websocket.send_text(f"echo {text}")
@@ -82,6 +82,24 @@ def make_app() -> tuple[App, Record]:
             await websocket.send_text("ready")
             await go.wait()  # the client leaves meanwhile
             async with websocket.while_connected():
+                await anyio.Event().wait()
+            record.add("after")
+        finally:
+            record.ended.set()
+
+    @app.websocket("/pipelined")
+    async def pipelined(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+        async def echo() -> None:
+            async for text in websocket.iter_text():
+                await websocket.send_text(f"echo {text}")
+
+        try:
+            await websocket.send_text("ready")
+            await go.wait()  # the client sent many messages meanwhile
+            async with websocket.while_connected(), anyio.create_task_group() as tasks:
+                tasks.start_soon(echo)  # reads from its first step on
                 await anyio.Event().wait()
             record.add("after")
         finally:
@@ -139,6 +157,18 @@ def test_the_block_ends_when_the_client_leaves() -> None:
         assert record.wait_ended() == ["finally", "after"]
 
 
+def test_a_block_that_reads_nothing_sees_a_chatty_client_leave() -> None:
+    # a client that sends heartbeats to a handler that never reads them: the
+    # reader keeps 16, drops the others, and still sees the client leave
+    app, record = make_app()
+    with TestClient(app) as client, client.websocket_connect("/wait") as ws:
+        assert ws.receive_text() == "ready"
+        for _ in range(40):
+            ws.send_text("ping")
+        ws.close()
+        assert record.wait_ended() == ["finally", "after"]
+
+
 def test_a_client_that_left_before_the_block_ends_it_at_once() -> None:
     app, record = make_app()
     with TestClient(app) as client, client.websocket_connect("/late") as ws:
@@ -169,6 +199,19 @@ def test_messages_sent_during_the_block_are_received_in_order() -> None:
         ws.close()
         # the iteration got "last" before the disconnect, and finished with it
         assert record.wait_ended() == [*texts, "last", "after"]
+
+
+def test_a_task_the_block_starts_gets_what_the_client_sent_before() -> None:
+    app, record = make_app()
+    texts = [f"m{i}" for i in range(40)]
+    with TestClient(app) as client, client.websocket_connect("/pipelined") as ws:
+        assert ws.receive_text() == "ready"
+        for text in texts:
+            ws.send_text(text)
+        assert client.post("/go").text == "ok"
+        assert [ws.receive_text() for _ in texts] == [f"echo {t}" for t in texts]
+        ws.close()
+        assert record.wait_ended() == ["after"]
 
 
 def test_what_the_block_did_not_read_is_received_after_it() -> None:
@@ -209,9 +252,10 @@ def test_the_websocket_must_be_accepted_first() -> None:
 
 def test_the_reader_keeps_at_most_16_unread_messages() -> None:
     # Driven through app.asgi with a receive that counts what the app took from
-    # the "server": a client that sends 100 messages to a block that does not
-    # read them makes it take 16, not all (the server then stops reading the
-    # socket: memory stays bounded); once the block reads, it gets them all.
+    # the "server": a client that sends 100 messages to a block that is slow
+    # to read them makes it take 17 (the one being handled and 16 kept), not
+    # all (the server then stops reading the socket: memory stays bounded);
+    # once the block goes on, it gets them all, in order.
     app = App()
     go = anyio.Event()
     got: list[str] = []
@@ -220,8 +264,8 @@ def test_the_reader_keeps_at_most_16_unread_messages() -> None:
     async def slow(websocket: WebSocket) -> None:
         await websocket.accept()
         async with websocket.while_connected():
-            await go.wait()
             async for text in websocket.iter_text():
+                await go.wait()  # slow with the first message
                 got.append(text)
 
     sent = [{"type": "websocket.receive", "text": f"m{i}"} for i in range(100)]
@@ -245,7 +289,7 @@ def test_the_reader_keeps_at_most_16_unread_messages() -> None:
             await accepted.wait()
             for _ in range(200):  # let the reader run as far as it can
                 await anyio.lowlevel.checkpoint()
-            assert taken - 1 == 16  # (the first message taken was the connect)
+            assert taken - 1 == 17  # (the first message taken was the connect)
             go.set()
 
     anyio.run(main)
