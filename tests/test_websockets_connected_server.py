@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,3 +147,27 @@ def test_many_clients_leaving_at_random_points(server: Server) -> None:
     # the server's tasks are back to what they were: no reader, no handler left
     wait_for(server, lambda now: now["tasks"] <= before["tasks"])
     assert now["subscribed"] == 0
+
+
+def test_uvicorn_stops_with_subscribers_connected() -> None:
+    # On SIGTERM uvicorn tells each open WebSocket that it is going away
+    # (a disconnect, 1012) and waits for the handlers before it exits: a
+    # subscriber that only waits on its channel would keep it waiting forever.
+    with serve("uvicorn", "tests.apps.ws_connected_app") as server:
+
+        async def go() -> int | None:
+            sockets = [await connect(ws_url(server, f"/sub/stop{i}")) for i in range(5)]
+            for ws in sockets:
+                assert await ws.recv() == "ready"
+            server.process.send_signal(signal.SIGTERM)  # our own child, by PID
+            for ws in sockets:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), TIMEOUT)
+            try:
+                return await asyncio.to_thread(server.process.wait, TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return None
+
+        returncode = asyncio.run(go())
+        # (uvicorn re-raises the SIGTERM once it has shut down)
+        assert returncode in (0, -signal.SIGTERM), f"uvicorn did not stop:\n{server.log()}"
