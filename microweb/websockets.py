@@ -29,6 +29,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Generator
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +212,7 @@ class WebSocket(HTTPConnection):
             raise RuntimeError("accept the WebSocket before receiving")
         inbox = self._inbox
         if inbox is not None:
-            message = await inbox.take(self)
+            message = await inbox.take()
         elif self._client_state == _CLOSED:
             raise WebSocketDisconnect(1006)
         else:
@@ -281,7 +282,7 @@ class WebSocket(HTTPConnection):
         finally:
             self._iterating -= 1
 
-    def while_connected(self) -> _WhileConnected:
+    def while_connected(self) -> AbstractAsyncContextManager[None]:
         """An ``async with`` block that ends as soon as the client leaves.
 
         ```python
@@ -314,7 +315,7 @@ class WebSocket(HTTPConnection):
                 "while_connected() needs an open WebSocket: call `await websocket.accept()` "
                 "before the block (and do not close the WebSocket first)"
             )
-        return _WhileConnected(self)
+        return _Inbox(self)
 
     # ------------------------------------------------------------------ send
     async def send_text(self, data: str) -> None:
@@ -341,19 +342,95 @@ class WebSocket(HTTPConnection):
 
 
 class _Inbox:
-    """The client's messages read by a `while_connected` reader, for the socket's receives."""
+    """A `while_connected` block: its cancel scope, its reader task, and the client's
+    messages that the reader received, for the socket's receives."""
 
-    __slots__ = ("messages", "read", "room", "scope", "waiter")
+    __slots__ = ("messages", "read", "reader", "room", "scope", "waiter", "ws")
 
-    def __init__(self, messages: list[dict[str, Any]], scope: anyio.CancelScope) -> None:
-        self.messages = messages
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
         self.read = False  # whether a receive took from it (then the reader waits when full)
-        self.scope: anyio.CancelScope | None = scope  # None once the block ended
+        self.scope: anyio.CancelScope | None = None  # while the block runs
+        self.reader: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # a receive waiting for a message
         self.room: asyncio.Future[None] | None = None  # the reader waiting for room
 
-    async def take(self, ws: WebSocket) -> dict[str, Any]:
+    async def __aenter__(self) -> None:
+        ws = self.ws
+        previous = ws._inbox
+        if previous is not None:
+            if previous.scope is not None:
+                raise RuntimeError("this WebSocket is already in a while_connected() block")
+            self.messages = previous.messages  # kept from an earlier block, not read yet
+        scope = self.scope = anyio.CancelScope()
+        ws._inbox = self
+        scope.__enter__()
+        if ws._client_state == _CLOSED:
+            scope.cancel()  # it left already: the block ends at its first wait
+        else:
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        scope, self.scope = self.scope, None
+        assert scope is not None
+        try:
+            if scope.__exit__(exc_type, exc, tb):
+                return True  # cancelled because the client left
+        except BaseException as raised:  # what the scope left of a group
+            if _client_left(raised):
+                return True
+            raise
+        finally:
+            _wake(self.waiter)  # a receive elsewhere goes back to the server
+            if not self.messages and self.ws._inbox is self:
+                self.ws._inbox = None
+            reader = self.reader
+            if reader is not None and not reader.done():
+                reader.cancel()  # the servers' receive is safe to cancel
+                await asyncio.wait((reader,))
+        return _client_left(exc)
+
+    async def _read(self) -> None:
+        """The reader task: the client's messages into the inbox, until it leaves."""
+        ws = self.ws
+        receive = ws._receive
+        messages = self.messages
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await receive()
+            except Exception as exc:  # the server's bug: end the block, and say why
+                logger.error("The server's receive failed for WebSocket %r", ws.path, exc_info=exc)
+                message = {"type": "websocket.disconnect", "code": 1006}
+            if message["type"] == "websocket.disconnect":
+                messages.append(message)
+                _wake(self.waiter)
+                ws._client_state = _CLOSED
+                if not ws._iterating and self.scope is not None:
+                    self.scope.cancel()  # no iter_*() loop will take it: end the block now
+                return
+            if len(messages) >= _INBOX_SIZE and not self.read:
+                await asyncio.sleep(0)  # a task the block just started may be about to read
+            if self.read or len(messages) < _INBOX_SIZE:
+                messages.append(message)
+                _wake(self.waiter)
+            # else dropped: the block reads none, and the reader must go on to see the client leave
+            while len(messages) >= _INBOX_SIZE and self.read:
+                room = self.room = loop.create_future()
+                try:
+                    await room
+                finally:
+                    self.room = None
+
+    async def take(self) -> dict[str, Any]:
         """The next message: from the inbox, or (once it ended and is empty) the server."""
+        ws = self.ws
         self.read = True
         messages = self.messages
         while not messages:
@@ -383,34 +460,6 @@ def _wake(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
-async def _read(ws: WebSocket, inbox: _Inbox) -> None:
-    """The reader of a `while_connected` block: the client's messages into `inbox`."""
-    receive = ws._receive
-    messages = inbox.messages
-    loop = asyncio.get_running_loop()
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            messages.append(message)
-            _wake(inbox.waiter)
-            ws._client_state = _CLOSED
-            if not ws._iterating and inbox.scope is not None:
-                inbox.scope.cancel()  # no iter_*() loop will take it: end the block now
-            return
-        if len(messages) >= _INBOX_SIZE and not inbox.read:
-            await asyncio.sleep(0)  # a task the block just started may be about to read
-        if inbox.read or len(messages) < _INBOX_SIZE:
-            messages.append(message)
-            _wake(inbox.waiter)
-        # else dropped: the block reads none, and the reader must go on to see the client leave
-        while len(messages) >= _INBOX_SIZE and inbox.read:
-            room = inbox.room = loop.create_future()
-            try:
-                await room
-            finally:
-                inbox.room = None
-
-
 def _client_left(exc: BaseException | None) -> bool:
     """True for a `WebSocketDisconnect`, or a group of nothing else (from a task group)."""
     if isinstance(exc, WebSocketDisconnect):
@@ -418,56 +467,6 @@ def _client_left(exc: BaseException | None) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_client_left(inner) for inner in exc.exceptions)
     return False
-
-
-class _WhileConnected:
-    """What `WebSocket.while_connected` returns: its block's cancel scope and reader."""
-
-    __slots__ = ("_inbox", "_reader", "_ws")
-
-    def __init__(self, ws: WebSocket) -> None:
-        self._ws = ws
-        self._inbox: _Inbox | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> None:
-        ws = self._ws
-        previous = ws._inbox
-        if previous is not None and previous.scope is not None:
-            raise RuntimeError("this WebSocket is already in a while_connected() block")
-        scope = anyio.CancelScope()
-        inbox = self._inbox = ws._inbox = _Inbox(previous.messages if previous else [], scope)
-        scope.__enter__()
-        if ws._client_state == _CLOSED:
-            scope.cancel()  # it left already: the block ends at its first wait
-        else:
-            self._reader = asyncio.get_running_loop().create_task(_read(ws, inbox))
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        inbox = self._inbox
-        assert inbox is not None and inbox.scope is not None
-        scope, inbox.scope = inbox.scope, None
-        try:
-            if scope.__exit__(exc_type, exc, tb):
-                return True  # cancelled because the client left
-        except BaseException as raised:  # what the scope left of a group
-            if _client_left(raised):
-                return True
-            raise
-        finally:
-            _wake(inbox.waiter)  # a receive elsewhere goes back to the server
-            if not inbox.messages and self._ws._inbox is inbox:
-                self._ws._inbox = None
-            reader = self._reader
-            if reader is not None and not reader.done():
-                reader.cancel()  # the servers' receive is safe to cancel
-                await asyncio.wait((reader,))
-        return _client_left(exc)
 
 
 # --------------------------------------------------------------------------

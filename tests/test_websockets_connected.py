@@ -7,6 +7,7 @@ leaves, not at the next thing it sends.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -294,3 +295,41 @@ def test_the_reader_keeps_at_most_16_unread_messages() -> None:
 
     anyio.run(main)
     assert got == [m["text"] for m in sent]
+
+
+def test_a_receive_that_fails_ends_the_block_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a server whose receive raises (a bug): the block ends as if the client
+    # had gone, and the error is logged rather than lost in the reader task
+    app = App()
+    after: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async with websocket.while_connected():
+            await anyio.Event().wait()
+        after.append("after")
+
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "websocket.connect"}
+        raise OSError("the server broke")
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def main() -> None:
+        scope = {"type": "websocket", "path": "/ws", "headers": [], "subprotocols": []}
+        with anyio.fail_after(TIMEOUT):
+            await app.asgi(scope, receive, send)
+
+    with caplog.at_level(logging.ERROR, logger="microweb"):
+        anyio.run(main)
+    assert after == ["after"]
+    assert "the server broke" in caplog.text
