@@ -109,7 +109,7 @@ def test_many_clients_leaving_at_random_points(server: Server) -> None:
     # the connection dropped). Every handler must end and nothing may stay
     # behind: no subscription, no task.
     rng = random.Random(1106)
-    clients = 120
+    clients = 200
     plans = [
         {
             "path": f"/{rng.choice(['sub', 'talk'])}/r{i % 7}",
