@@ -154,9 +154,13 @@ class WebSocket(HTTPConnection):
             ]
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")
-        await self._send(
-            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
-        )
+        try:
+            await self._send(
+                {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
+            )
+        except OSError as exc:  # it left during the handshake (say, while a handler subscribed)
+            self._client_state = _CLOSED
+            raise WebSocketDisconnect(1006) from exc
         self._app_state = _CONNECTED
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

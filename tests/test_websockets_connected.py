@@ -333,3 +333,27 @@ def test_a_receive_that_fails_ends_the_block_and_is_logged(
         anyio.run(main)
     assert after == ["after"]
     assert "the server broke" in caplog.text
+
+
+def test_a_client_gone_before_accept_ends_the_handler_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a handler that subscribes before it accepts (as the chat example does)
+    # and finds the client gone: accept raises WebSocketDisconnect, which
+    # ends the handler as any disconnect does, not as an error
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("the client has gone")  # as uvicorn's ClientDisconnected
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "subprotocols": []}
+    with caplog.at_level(logging.ERROR, logger="microweb"):
+        anyio.run(app.asgi, scope, receive, send)
+    assert caplog.records == []
