@@ -102,7 +102,6 @@ def page(request: Request) -> HTMLResponse:
 
 @app.websocket("/ws/{room}")
 async def chat(websocket: WebSocket, room: str) -> None:
-    await websocket.accept()
     channel = f"room:{room}"
 
     async def say() -> None:
@@ -111,18 +110,16 @@ async def chat(websocket: WebSocket, room: str) -> None:
             if isinstance(data, dict):
                 await broadcast.publish(channel, json.dumps(message(data)))
 
-    # Subscribed before reading what the client says (so it gets its own
-    # messages back, like everyone); the block ends as soon as the client
-    # leaves, once its last messages are published, and the subscription
-    # with it.
-    async with (
-        broadcast.subscribe(channel) as events,
-        websocket.while_connected(),
-        anyio.create_task_group() as tasks,
-    ):
-        tasks.start_soon(say)
-        async for event in events:  # what the room says, to this client
-            await websocket.send_text(event.data)
+    # Subscribed before accepting: once the page says "connected", it gets
+    # every message said in the room, its own too. The block ends as soon as
+    # the client leaves (once what it said last is published), and the
+    # subscription with it.
+    async with broadcast.subscribe(channel) as events:
+        await websocket.accept()
+        async with websocket.while_connected(), anyio.create_task_group() as tasks:
+            tasks.start_soon(say)
+            async for event in events:  # what the room says, to this client
+                await websocket.send_text(event.data)
 
 
 def message(data: dict[str, Any]) -> dict[str, str]:
