@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+import redis as redis_py
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -270,6 +271,15 @@ def rss_kb(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def listeners(redis: Redis, kind: str, channel: str) -> int:
+    """The connections that listen to `channel` on `redis`: subscribed to it (pub/sub),
+    or whose last command was XREAD (Streams: each process's reading loop)."""
+    with redis_py.Redis.from_url(redis.url) as client:
+        if kind == "redis":
+            return int(client.pubsub_numsub(channel)[0][1])
+        return sum(1 for c in client.client_list() if c["cmd"] == "xread")
+
+
 def without(prefix: str, data: list[str]) -> list[str]:
     return [d for d in data if not d.startswith(prefix)]
 
@@ -283,7 +293,7 @@ def redis() -> Iterator[Redis]:
         yield server
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(params=KINDS)
 def cluster(request: pytest.FixtureRequest, redis: Redis) -> Iterator[tuple[str, list[Server]]]:
     kind = str(request.param)
     with contextlib.ExitStack() as stack:
@@ -295,7 +305,7 @@ def cluster(request: pytest.FixtureRequest, redis: Redis) -> Iterator[tuple[str,
 
 
 def test_a_post_to_any_server_reaches_every_client_of_every_server_in_order(
-    cluster: tuple[str, list[Server]],
+    redis: Redis, cluster: tuple[str, list[Server]]
 ) -> None:
     kind, servers = cluster
     channel = new_channel()
@@ -319,6 +329,8 @@ def test_a_post_to_any_server_reaches_every_client_of_every_server_in_order(
             await expect_all(feeds, ends_with(posted[-1]), "last message")
             for feed in feeds:
                 assert feed.data == posted, feed.name
+            # one connection per process serves its subscribers (the uvicorns have two)
+            assert listeners(redis, kind, channel) == 4
             sse_ids = [feed.ids for feed in feeds if feed.name.startswith("sse")]
             if kind == "redis":
                 assert ids == [None] * len(posted)
@@ -365,6 +377,8 @@ def test_gunicorn_preload_both_workers_get_every_post(redis: Redis, kind: str) -
                 await expect_all(feeds, ends_with(posted[-1]), "last message")
                 for feed in feeds:
                     assert feed.data == posted, feed.name
+                # the workers listen on connections of their own; the master's has no channel
+                assert listeners(redis, kind, channel) == 2
 
         run(go())
 
@@ -552,6 +566,7 @@ def test_a_stalled_subscriber_overflows_alone_and_memory_stays_bounded(redis: Re
                     await clients.sse(server, channel),
                 ]
                 assert (await stats(http))["open"] == 4
+                assert listeners(redis, "redis", channel) == 1
                 before = rss_kb(server.pid)
                 for start in range(1, TOTAL + 1, BATCH):
                     query = {"count": BATCH, "size": SIZE, "start": start}
