@@ -454,6 +454,10 @@ def test_redis_killed_and_restarted_under_open_subscribers(kind: str) -> None:
                     feeds = feeds[:2]
                 # the clients opened before the kill are still the same connections
                 assert all(feed.open for feed in feeds)
+                # and each server said what happened to its listener
+                for server in (uvicorn, waitress):
+                    await log_shows(server, "lost the Redis listener's connection")
+                    await log_shows(server, "reconnected to Redis")
 
         run(go())
 
