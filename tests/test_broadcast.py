@@ -679,3 +679,32 @@ def test_a_forked_child_makes_its_own_connection(redis: Redis) -> None:
             _FORKED.clear()
 
     run(main())
+
+
+def test_publish_sync_when_the_loop_does_not_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home loop stuck in blocking code: publish_sync raises BroadcastError, never hangs."""
+    import microweb.broadcast
+
+    monkeypatch.setattr(microweb.broadcast, "_SYNC_GRACE", 0.2)
+    broadcast = Broadcast("memory://", timeout=0.1)
+    release = threading.Event()
+    connected = threading.Event()
+
+    def home_thread() -> None:
+        async def main() -> None:
+            await broadcast.connect()
+            connected.set()
+            release.wait(DEADLINE)  # blocks the loop: nothing else runs on it
+            await broadcast.disconnect()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=home_thread)
+    thread.start()
+    try:
+        assert connected.wait(DEADLINE)
+        with pytest.raises(BroadcastError, match="did not run the publish"):
+            broadcast.publish_sync("c", "x")
+    finally:
+        release.set()
+        thread.join(DEADLINE)
