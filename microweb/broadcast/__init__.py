@@ -102,7 +102,7 @@ class Broadcast:
         from ._redis import PubSubBackend, StreamBackend
 
         if self._kind == "stream":
-            return StreamBackend(self._redis_url, self.timeout, self._maxlen)
+            return StreamBackend(self._redis_url, self.timeout, self._maxlen, self.backlog)
         return PubSubBackend(self._redis_url, self.timeout)
 
     # -- lifecycle ---------------------------------------------------------------
