@@ -15,7 +15,9 @@ the socket's own receives take them from there, in order. Invariants:
   *taken* by a receive (so an ``iter_*()`` loop gets every message sent
   before it), or at once when the reader gets the disconnect while no
   ``iter_*()`` loop reads (``WebSocket._iterating == 0``): nothing would
-  ever take it.
+  ever take it. An open ``iter_*()`` generator that no receive waits in
+  (a loop busy with a message, or one held and never resumed) has `_GRACE`
+  seconds to take it before the block is cancelled all the same.
 - The reader is cancelled and awaited when the block ends; messages it
   received that the block did not read stay in the inbox for the receives
   after the block, then the socket receives from the server again.
@@ -46,6 +48,8 @@ _CONNECTING, _CONNECTED, _CLOSED = range(3)
 
 #: Client messages a `while_connected` block keeps unread before its reader waits.
 _INBOX_SIZE = 16
+#: Seconds an open iter_*() loop that receives nothing has to take a disconnect.
+_GRACE = 2.0
 
 
 class Inbox:
@@ -119,8 +123,16 @@ class Inbox:
                 messages.append(message)
                 _wake(self.waiter)
                 ws._client_state = _CLOSED
-                if not ws._iterating and self.scope is not None:
-                    self.scope.cancel()  # no iter_*() loop will take it: end the block now
+                scope = self.scope
+                if scope is not None:
+                    if not ws._iterating or self.waiter is not None:
+                        if not ws._iterating:
+                            scope.cancel()  # no iter_*() loop will take it: end the block now
+                    else:
+                        # an iter_*() generator is open but nobody receives now: a loop busy
+                        # with the last message, or one held and never resumed (a handshake
+                        # read with anext()); the loop gets _GRACE seconds to take it
+                        loop.call_later(_GRACE, self._cancel, scope)
                 return
             if len(messages) >= _INBOX_SIZE and not self.read:
                 await asyncio.sleep(0)  # a task the block just started may be about to read
@@ -134,6 +146,10 @@ class Inbox:
                     await room
                 finally:
                     self.room = None
+
+    def _cancel(self, scope: anyio.CancelScope) -> None:
+        if self.scope is scope:  # the same block, still running
+            scope.cancel()
 
     async def take(self) -> dict[str, Any]:
         """The next message: from the inbox, or (once it ended and is empty) the server."""

@@ -357,3 +357,31 @@ def test_a_client_gone_before_accept_ends_the_handler_quietly(
     with caplog.at_level(logging.ERROR, logger="microweb"):
         anyio.run(app.asgi, scope, receive, send)
     assert caplog.records == []
+
+
+def test_a_held_iterator_does_not_keep_the_block_after_the_client_left() -> None:
+    """A handshake read with anext() on an iter_text() generator kept open, then a wait
+    on something else: the block still ends when the client leaves."""
+    app = App()
+    ended = threading.Event()
+    events: list[str] = []
+
+    @app.websocket("/hs")
+    async def handshake(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            async with websocket.while_connected():
+                messages = websocket.iter_text()
+                events.append(await messages.__anext__())
+                await websocket.send_text("ready")
+                await anyio.Event().wait()  # a subscription with no messages
+            events.append("after")
+        finally:
+            ended.set()
+
+    with TestClient(app) as client, client.websocket_connect("/hs") as ws:
+        ws.send_text("hello")
+        assert ws.receive_text() == "ready"
+        ws.close()
+        assert ended.wait(20), "the block was not released after the client left"
+    assert events == ["hello", "after"]
