@@ -141,14 +141,18 @@ def test_last_event_id_resumes_after_that_event(make_client: MakeClient) -> None
     assert (live.id, live.data) == ("7", "live")
 
 
-@pytest.mark.parametrize("header", ["garbage", "-1", "9" * 40, "1-2-3", " "])
+@pytest.mark.parametrize("header", ["garbage", "-1", "9" * 40, "1-2-3", " ", "²", "١٢"])
 def test_a_last_event_id_that_is_not_an_id_means_live_only(
     make_client: MakeClient, header: str
 ) -> None:
     client = make_client(feed_app(Broadcast("memory://")))
     with client:
         client.post("/def/news", content="old")
-        with client.stream("GET", "/feed/news", headers={"Last-Event-ID": header}) as r:
+        try:  # what a browser sends: latin-1 bytes ("²" is 0xB2), else UTF-8's
+            raw = header.encode("latin-1")
+        except UnicodeEncodeError:
+            raw = header.encode("utf-8")
+        with client.stream("GET", "/feed/news", headers={"Last-Event-ID": raw}) as r:
             assert r.status_code == 200
             it = blocks(r.iter_raw())
             assert next(it).comments == ["subscribed"]
@@ -756,5 +760,78 @@ def test_a_last_id_from_the_future_starts_live(url_with_ids: str, last_id: str) 
                     assert (await asyncio.wait_for(reading, DEADLINE)).data == "m0"
         finally:
             await broadcast.disconnect()
+
+    run(main())
+
+
+BAD_IDS = [
+    "garbage", "²", "1¹", "5-³", "١٢", "-1", "1-2-3", "",
+    "18446744073709551616", "1-18446744073709551616",
+    "18446744073709551615-18446744073709551615",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("last_id", BAD_IDS)
+def test_a_last_id_that_is_not_an_id_means_live_only(url_with_ids: str, last_id: str) -> None:
+    async def main() -> None:
+        broadcast = Broadcast(url_with_ids)
+        try:
+            await broadcast.publish("bad", "before")
+            async with broadcast.subscribe("bad", last_id=last_id) as sub:
+                await broadcast.publish("bad", "hello")
+                assert (await next_event(sub)).data == "hello"
+        finally:
+            await broadcast.disconnect()
+
+    run(main())
+
+
+def test_disconnect_logs_no_lost_connection(redis_url: str, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "microweb.broadcast")
+
+    async def main() -> None:
+        for _ in range(3):
+            broadcast = Broadcast(redis_url)
+            async with broadcast.subscribe("c") as sub:
+                await broadcast.publish("c", "x")
+                await next_event(sub)
+            await broadcast.disconnect()
+
+    run(main())
+    assert caplog.records == []
+
+
+def test_a_publishing_task_stops_when_cancelled(redis_url: str) -> None:
+    """One cancellation stops a task that publishes in a loop (redis-py can swallow a
+    cancellation that meets a reply: publish must not)."""
+
+    async def main() -> None:
+        broadcast = Broadcast(redis_url)
+        await broadcast.connect()
+        kept_running = 0
+        published = [0]
+
+        async def publish_forever() -> None:
+            while True:
+                await broadcast.publish("c", "x")
+                published[0] += 1
+
+        try:
+            for trial in range(60):
+                published[0] = 0
+                task = asyncio.ensure_future(publish_forever())
+                target = trial % 5 + 1
+                await until(lambda: published[0] >= target, "a few publishes")  # noqa: B023
+                task.cancel()
+                done, _ = await asyncio.wait((task,), timeout=DEADLINE)
+                if not done:
+                    kept_running += 1
+                    task.cancel()
+                    await asyncio.wait((task,), timeout=DEADLINE)
+                else:
+                    assert task.cancelled()
+        finally:
+            await broadcast.disconnect()
+        assert kept_running == 0
 
     run(main())

@@ -253,6 +253,13 @@ class _Subscribing:
         home = broadcast._home
         assert home is not None
         if after is not None:  # replayed as it is read, then live
+            # an id past the newest (made up, or from another Redis) means "from now on":
+            # what is published once the block is entered must come after it
+            if home is loop:
+                after = await backend.clamp(self.channel, after)
+            else:
+                future = asyncio.run_coroutine_threadsafe(backend.clamp(self.channel, after), home)
+                after = await asyncio.wrap_future(future)
             sub._pos = after
             sub._pager = _pager(backend, sub, home)
         elif home is loop:

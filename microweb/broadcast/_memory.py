@@ -49,6 +49,10 @@ class MemoryBackend:
     async def add(self, sub: Subscription) -> None:
         self.channels.setdefault(sub.channel, set()).add(sub)
 
+    async def clamp(self, channel: str, after: int) -> int:
+        """`after`, or the newest id if `after` is past it."""
+        return min(after, self.counter)
+
     async def page(self, sub: Subscription) -> None:
         """The next page of a replay, or (caught up) the live events from now on."""
         count = min(PAGE, sub._backlog)
@@ -74,6 +78,6 @@ class MemoryBackend:
     @staticmethod
     def parse_id(text: str) -> int | None:
         text = text.strip()
-        if not text.isdigit() or len(text) > 20:
+        if not (text.isascii() and text.isdigit()) or len(text) > 20:
             return None
         return int(text)

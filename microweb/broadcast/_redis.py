@@ -143,13 +143,24 @@ class RedisBackend:
                 await asyncio.wait_for(client.connection_pool.disconnect(), self.timeout)
 
     async def guard(self, awaitable: Awaitable[T]) -> T:
-        """`awaitable`'s result, or BroadcastError after at most `timeout` seconds."""
+        """`awaitable`'s result, or BroadcastError after at most `timeout` seconds.
+
+        The command runs in a task of its own, waited for with `asyncio.wait`: redis-py
+        (and 3.11's `wait_for`) can swallow a cancellation that meets a reply, and
+        the caller's cancellation must never be lost.
+        """
+        task = asyncio.ensure_future(awaitable)
         try:
-            return await asyncio.wait_for(awaitable, self.timeout)
-        except asyncio.TimeoutError:
-            raise BroadcastError(
-                f"Redis at {self.where} did not answer within {self.timeout:g} s"
-            ) from None
+            done, _ = await asyncio.wait((task,), timeout=self.timeout)
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()  # redis-py then closes that connection: let it, briefly
+            await asyncio.wait((task,), timeout=self.timeout)
+            raise BroadcastError(f"Redis at {self.where} did not answer within {self.timeout:g} s")
+        try:
+            return task.result()
         except BroadcastError:
             raise
         except Exception as exc:
@@ -188,6 +199,8 @@ class RedisBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.stopping:
+                    break  # stop() closed the connection under it
                 expected = isinstance(exc, (OSError, asyncio.TimeoutError, BroadcastError)) or (
                     type(exc).__module__.startswith("redis")
                 )
@@ -353,12 +366,21 @@ class PubSubBackend(RedisBackend):
                             future.set_result(None)
 
 
+#: Redis stream ids are two unsigned 64-bit numbers.
+_ID_MAX = 2**64 - 1
+
+
 def parse_stream_id(text: str) -> tuple[int, int] | None:
-    """A stream id ("1733600000000-0", or "1733600000000") as (ms, seq); None if it is not one."""
+    """A stream id ("1733600000000-0", or "1733600000000") as (ms, seq); None if it is not one
+    (the greatest id is not one either: nothing can come after it)."""
     ms, _, seq = text.strip().partition("-")
-    if not ms.isdigit() or len(ms) > 20 or (seq and (not seq.isdigit() or len(seq) > 20)):
+    seq = seq or "0"
+    if not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
         return None
-    return int(ms), int(seq or 0)
+    key = int(ms), int(seq)
+    if key[0] > _ID_MAX or key[1] > _ID_MAX or key == (_ID_MAX, _ID_MAX):
+        return None
+    return key
 
 
 def _id_text(key: tuple[int, int]) -> str:
@@ -394,6 +416,9 @@ class StreamBackend(RedisBackend):
         newest = await self.guard(self.client.xrevrange(channel, count=1))
         key = parse_stream_id(_text(newest[0][0])) if newest else None
         return key or (0, 0)
+
+    async def clamp(self, channel: str, after: tuple[int, int]) -> tuple[int, int]:
+        return min(after, await self._newest(channel))
 
     async def page(self, sub: Subscription) -> None:
         """The next page of a replay, or (caught up) the live events from now on."""
