@@ -701,6 +701,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without progress")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    # SIGTERM (a test's timeout, say) unwinds like Ctrl-C: every process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     frameworks = [name.strip() for name in args.frameworks.split(",") if name.strip()]
     for name in frameworks:
         if name not in FRAMEWORKS:
