@@ -633,7 +633,8 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> str:
             a, b = names
 
             def ratio(*path: str) -> float:
-                return median(of(a, *path)) / median(of(b, *path))
+                below = median(of(b, *path))
+                return median(of(a, *path)) / below if below else float("nan")
 
             lines.append(
                 f"| {a} / {b} | {ratio('burst', 'deliveries_per_s'):.2f}x "

@@ -3,16 +3,16 @@
 Both read the Redis URL from ``BENCH_REDIS_URL`` and serve the same two routes:
 
 - ``/sub``: accept, subscribe to the channel ``bench``, forward each message
-  to the client as a text message, until the client leaves;
+  to the client as a text message, until the client leaves (a task waits for
+  that, in an anyio task group, so the subscriber is released at once);
 - ``/idle``: accept, then wait on ``receive()`` until the client leaves (a
   WebSocket that subscribes to nothing: the floor of the memory comparison).
 
 ``microweb``: microweb's `Broadcast`; ``starlette``: Starlette with
-encode/broadcaster, written as broadcaster's README writes it (an anyio task
-group: one task forwards, one waits for the client to leave), plus two
-workarounds for broadcaster bugs that lose every message (see `starlette`). Imports happen
-inside each factory, so the microweb side needs neither Starlette nor
-broadcaster.
+encode/broadcaster, written as broadcaster's README writes it (the same task
+group), plus two workarounds for broadcaster bugs that lose every message
+(see `starlette`). Imports happen inside each factory, so the microweb side
+needs neither Starlette nor broadcaster.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def _url() -> str:
 
 
 def microweb() -> Any:
+    import anyio
+
     from microweb import App, WebSocket
     from microweb.broadcast import Broadcast
 
@@ -41,9 +43,17 @@ def microweb() -> Any:
     @app.websocket("/sub")
     async def sub(websocket: WebSocket) -> None:
         await websocket.accept()
-        async with broadcast.subscribe(CHANNEL) as events:
-            async for event in events:
-                await websocket.send_text(event.data)
+        async with anyio.create_task_group() as tasks:
+
+            async def until_gone() -> None:
+                async for _ in websocket.iter_text():
+                    pass
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(until_gone)
+            async with broadcast.subscribe(CHANNEL) as events:
+                async for event in events:
+                    await websocket.send_text(event.data)
 
     @app.websocket("/idle")
     async def idle(websocket: WebSocket) -> None:
