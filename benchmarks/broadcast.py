@@ -521,7 +521,7 @@ def idle_rss(
         before = rss_kib(server.pid)
         t0 = time.monotonic()
         with client_pool([f"{base}/{route}"], count, procs) as clients:
-            if route == "sub":
+            if route.startswith("sub"):
                 subscribe_all(clients, redis, timeout)
             elif not clients.wait(CONNECTED, count, timeout):
                 raise RuntimeError(f"{clients.total(CONNECTED)}/{count} connected")
@@ -653,17 +653,18 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append("")
         lines.append(f"Memory per idle connection ({args.idle} connections, VmRSS delta / count):")
         lines.append("")
-        lines.append("| | idle WebSocket | idle subscriber | subscriber / WebSocket |")
-        lines.append("| --- | ---: | ---: | ---: |")
+        lines.append("| | route | per connection | / idle WebSocket |")
+        lines.append("| --- | --- | ---: | ---: |")
         for name in names or list(FRAMEWORKS):
-            idle = [m["bytes_per_connection"] for m in memory if m["framework"] == name
-                    and m["route"] == "idle"]  # fmt: skip
-            sub = [m["bytes_per_connection"] for m in memory if m["framework"] == name
-                   and m["route"] == "sub"]  # fmt: skip
-            if idle and sub:
+            per_route: dict[str, list[float]] = {}
+            for m in memory:
+                if m["framework"] == name:
+                    per_route.setdefault(m["route"], []).append(m["bytes_per_connection"])
+            floor = median(per_route.get("idle", []))
+            for route, values in per_route.items():
                 lines.append(
-                    f"| {LABELS[name]} | {median(idle) / 1024:.1f} KiB "
-                    f"| {median(sub) / 1024:.1f} KiB | {median(sub) / median(idle):.2f} |"
+                    f"| {LABELS[name]} | /{route} | {median(values) / 1024:.1f} KiB "
+                    f"| {median(values) / floor:.2f} |"
                 )
     many = results.get("many")
     if many:
@@ -695,6 +696,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100, help="bytes per message")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--idle", type=int, default=2000, help="0: no memory comparison")
+    parser.add_argument(
+        "--memory-routes",
+        default="",
+        help="more microweb routes for the memory comparison: sub-plain (no watching task), "
+        "watch (the watching task, no subscription)",
+    )
     parser.add_argument("--many", type=int, default=10_000, help="0: skip")
     parser.add_argument("--many-messages", type=int, default=10)
     parser.add_argument("--client-procs", type=int, default=2)
@@ -743,7 +750,10 @@ def main() -> None:
                 print(f"run {run + 1}/{args.runs}: {name} fan-out", file=sys.stderr)
                 results["runs"].append(fan_out(name, redis_child, redis, args))
                 if args.idle:
-                    for route in ("idle", "sub"):
+                    routes = ["idle", "sub"]
+                    if name == "microweb":
+                        routes += [r for r in args.memory_routes.split(",") if r]
+                    for route in routes:
                         print(f"run {run + 1}/{args.runs}: {name} idle {route}", file=sys.stderr)
                         memory = idle_rss(
                             name, route, args.idle, redis_child, redis, args.client_procs,

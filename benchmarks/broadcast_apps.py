@@ -61,6 +61,27 @@ def microweb() -> Any:
         async for _ in websocket.iter_text():
             pass
 
+    # where an idle subscriber's memory goes (benchmarks/broadcast.py --memory-routes):
+    @app.websocket("/sub-plain")
+    async def sub_plain(websocket: WebSocket) -> None:  # the subscription, no watching task
+        await websocket.accept()
+        async with broadcast.subscribe(CHANNEL) as events:
+            async for event in events:
+                await websocket.send_text(event.data)
+
+    @app.websocket("/watch")
+    async def watch(websocket: WebSocket) -> None:  # the watching task group, no subscription
+        await websocket.accept()
+        async with anyio.create_task_group() as tasks:
+
+            async def until_gone() -> None:
+                async for _ in websocket.iter_text():
+                    pass
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(until_gone)
+            await anyio.sleep_forever()
+
     return app.asgi
 
 
