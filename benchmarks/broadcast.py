@@ -452,6 +452,33 @@ def publish_round(
 
 
 @contextlib.contextmanager
+def profiling(directory: Path | None, name: str, pid: int) -> Iterator[None]:
+    """py-spy records `pid` meanwhile (``pip install py-spy``), as collapsed stacks."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}-{pid}.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+         "--format", "raw", "--rate", "250", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # py-spy attaches
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # it writes its file and exits
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+        print(f"profile of {name} ({pid}) during the burst: {out}", file=sys.stderr)
+
+
+@contextlib.contextmanager
 def running(children: list[Child]) -> Iterator[list[Child]]:
     try:
         yield children
@@ -492,9 +519,10 @@ def fan_out(framework: str, redis_child: Child, redis: Any, args: argparse.Names
             result["paced"] = publish_round(
                 clients, redis, pids, args.messages, args.rate, args.size, args.timeout
             )
-            result["burst"] = publish_round(
-                clients, redis, pids, args.messages, 0, args.size, args.timeout
-            )
+            with profiling(args.profile, framework, servers[0].pid):
+                result["burst"] = publish_round(
+                    clients, redis, pids, args.messages, 0, args.size, args.timeout
+                )
             result["rss_kib"] = [rss_kib(server.pid) for server in servers]
         result["server_log_errors"] = sum(log_errors(server.log()) for server in servers)
         if result["server_log_errors"]:
@@ -708,6 +736,9 @@ def main() -> None:
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without progress")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--profile", type=Path, help="a directory: py-spy records one server of each app"
+    )
     args = parser.parse_args()
     # SIGTERM (a test's timeout, say) unwinds like Ctrl-C: every process started is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
