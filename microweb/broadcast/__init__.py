@@ -240,12 +240,14 @@ class _Subscribing:
             self.channel, last_id if after is not None else None, loop, broadcast.backlog
         )
         home = broadcast._home
-        if home is loop:
-            await backend.add(sub, after)
+        assert home is not None
+        if after is not None:  # replayed as it is read, then live
+            sub._pos = after
+            sub._pager = _pager(backend, sub, home)
+        elif home is loop:
+            await backend.add(sub)
         else:
-            assert home is not None
-            future = asyncio.run_coroutine_threadsafe(backend.add(sub, after), home)
-            await asyncio.wrap_future(future)
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(backend.add(sub), home))
         self.sub, self.backend = sub, backend
         return sub
 
@@ -265,6 +267,12 @@ class _Subscribing:
         if backend is not self.broadcast._backend or home is None:
             return  # disconnected meanwhile: nothing holds it any more
         _on_loop(home, backend.remove, sub)
+
+
+def _pager(backend: Any, sub: Subscription, home: asyncio.AbstractEventLoop) -> Any:
+    if sub._loop is home:
+        return lambda: backend.page(sub)
+    return lambda: asyncio.wrap_future(asyncio.run_coroutine_threadsafe(backend.page(sub), home))
 
 
 def _check(channel: object, data: object) -> None:

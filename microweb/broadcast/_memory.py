@@ -9,6 +9,8 @@ from ._subscription import Event, Subscription, deliver
 
 #: Channels whose recent events are kept for replay (the least recently published go first).
 MAX_CHANNELS = 10_000
+#: The most events a replay brings into a subscriber's buffer at once.
+PAGE = 1000
 
 
 class MemoryBackend:
@@ -44,14 +46,18 @@ class MemoryBackend:
             deliver(subscribers, event, self.home)
         return event.id  # type: ignore[return-value]
 
-    async def add(self, sub: Subscription, after: int | None) -> None:
-        # on the home loop with no await before the set holds it: nothing slips between
-        if after is not None:
-            history = self.history.get(sub.channel, ())
-            sub._replayed([event for event in history if event._key > after])
-        else:
-            sub._floor = self.counter
+    async def add(self, sub: Subscription) -> None:
         self.channels.setdefault(sub.channel, set()).add(sub)
+
+    async def page(self, sub: Subscription) -> None:
+        """The next page of a replay, or (caught up) the live events from now on."""
+        count = min(PAGE, sub._backlog)
+        after = sub._pos
+        events = [event for event in self.history.get(sub.channel, ()) if event._key > after]
+        sub._load(events[:count])
+        if len(events) <= count:  # no await from the read to here: nothing slips between
+            sub._pager = None
+            self.channels.setdefault(sub.channel, set()).add(sub)
 
     def remove(self, sub: Subscription) -> None:
         subscribers = self.channels.get(sub.channel)

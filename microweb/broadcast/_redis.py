@@ -125,8 +125,13 @@ class RedisBackend:
         task = self.task
         if task is not None:
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            conn = self.conn
+            if conn is not None:  # a read it is in ends now
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            # asyncio.wait_for (3.11) can swallow a cancellation that meets a reply: the
+            # listener also stops at its next turn (`stopping`), and is not waited for long
+            await asyncio.wait((task,), timeout=self.timeout)
         for pending in list(self.background):
             pending.cancel()
         await self._close_client()
@@ -243,7 +248,7 @@ class PubSubBackend(RedisBackend):
     def parse_id(text: str) -> None:
         return None  # pub/sub has no ids: a subscription is live only
 
-    async def add(self, sub: Subscription, after: Any) -> None:
+    async def add(self, sub: Subscription) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)
         if subs is None:
@@ -304,7 +309,7 @@ class PubSubBackend(RedisBackend):
         reader = loop.create_task(self._read(conn))
         pinged: float | None = None
         try:
-            while True:
+            while not self.stopping:
                 await asyncio.wait((reader,), timeout=PING_INTERVAL)
                 if reader.done():
                     reader.result()
@@ -367,7 +372,7 @@ class StreamBackend(RedisBackend):
         super().__init__(url, timeout)
         self.maxlen = maxlen
         self.cursors: dict[str, tuple[int, int]] = {}  # channel -> last id read
-        self.wake = asyncio.Event()
+        self.waker: asyncio.Future[None] | None = None  # the idle listener waits on it
         self.listener_id: int | None = None
         self.blocked = False  # an XREAD is sent and not answered yet
         self.generation = 0  # XREADs sent so far
@@ -380,49 +385,56 @@ class StreamBackend(RedisBackend):
         )
         return _text(ident)
 
-    async def add(self, sub: Subscription, after: tuple[int, int] | None) -> None:
+    async def add(self, sub: Subscription) -> None:
+        channel = sub.channel
+        newest = await self.guard(self.client.xrevrange(channel, count=1))
+        after = parse_stream_id(_text(newest[0][0])) if newest else (0, 0)
+        assert after is not None
+        self._join(sub, after)
+
+    async def page(self, sub: Subscription) -> None:
+        """The next page of a replay, or (caught up) the live events from now on."""
+        count = min(BATCH, sub._backlog)
+        low = f"({_id_text(sub._pos)}"
+        page = await self.guard(self.client.xrange(sub.channel, min=low, count=count))
+        sub._load([self._event(sub.channel, ident, fields) for ident, fields in page])
+        if len(page) < count:
+            sub._pager = None
+            self._join(sub, sub._pos)
+            if sub._side is not None:  # the listener is ahead: fetch what lies between
+                try:
+                    sub._replayed(await self._range(sub.channel, sub._pos, sub._backlog))
+                except BaseException:
+                    self.remove(sub)
+                    raise
+
+    def _join(self, sub: Subscription, after: tuple[int, int]) -> None:
+        """`sub` gets the live events after `after`."""
         channel = sub.channel
         cursor = self.cursors.get(channel)
-        replay = False
-        if after is None:
-            newest = await self.guard(self.client.xrevrange(channel, count=1))
-            after = parse_stream_id(_text(newest[0][0])) if newest else (0, 0)
-            assert after is not None
-            sub._floor = after
-            cursor = self.cursors.get(channel)  # it may have come meanwhile
-        elif cursor is not None and cursor > after:
-            replay = True
-            sub._side = []  # live events wait while what came before them is fetched
-        else:
-            sub._floor = after
         if cursor is None:
             self.cursors[channel] = after
             self._poke()
+        if cursor is not None and cursor > after:
+            sub._side = []  # live events wait while what came before them is fetched
+        else:
+            sub._floor = after
         subs = self.channels.get(channel)
         if subs is None:
             subs = self.channels[channel] = set()
         subs.add(sub)
-        if replay:
-            assert cursor is not None
-            try:
-                sub._replayed(await self._range(channel, after, cursor, sub._backlog))
-            except BaseException:
-                self.remove(sub)
-                raise
 
-    async def _range(
-        self, channel: str, after: tuple[int, int], until: tuple[int, int], most: int
-    ) -> list[Event]:
+    async def _range(self, channel: str, after: tuple[int, int], most: int) -> list[Event]:
+        """Up to the channel's listener cursor, what came after `after`."""
         events: list[Event] = []
         start = after
         while len(events) <= most:
-            page = await self.guard(
-                self.client.xrange(
-                    channel, min=f"({_id_text(start)}", max=_id_text(until), count=BATCH
-                )
-            )
-            for ident, fields in page:
-                events.append(self._event(channel, ident, fields))
+            until = self.cursors.get(channel)
+            if until is None or until <= start:
+                break
+            low, high = f"({_id_text(start)}", _id_text(until)
+            page = await self.guard(self.client.xrange(channel, min=low, max=high, count=BATCH))
+            events.extend(self._event(channel, ident, fields) for ident, fields in page)
             if len(page) < BATCH:
                 break
             start = events[-1]._key
@@ -453,7 +465,9 @@ class StreamBackend(RedisBackend):
 
     def _poke(self) -> None:
         """A new channel: the listener's XREAD must include it now, not after its BLOCK."""
-        self.wake.set()
+        waker = self.waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
         if self.blocked and self.listener_id is not None and self.client is not None:
             self.spawn(self._unblock(self.generation))
 
@@ -479,12 +493,14 @@ class StreamBackend(RedisBackend):
         assert self.home is not None
         home = self.home
         block_ms = int(BLOCK_SECONDS * 1000)
-        while True:
+        while not self.stopping:
             if not self.cursors:
-                self.wake.clear()
+                waker = self.waker = home.create_future()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), 10 * BLOCK_SECONDS)
-                except asyncio.TimeoutError:  # idle: is the connection still alive?
+                    await asyncio.wait((waker,), timeout=10 * BLOCK_SECONDS)
+                finally:
+                    self.waker = None
+                if not waker.done():  # idle: is the connection still alive?
                     await self.send(conn, "PING")
                     await asyncio.wait_for(conn.read_response(), self.timeout)
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..exceptions import MicrowebError
@@ -68,6 +68,8 @@ class Subscription:
         "_buffer",
         "_floor",
         "_loop",
+        "_pager",
+        "_pos",
         "_side",
         "_state",
         "_waiter",
@@ -91,6 +93,10 @@ class Subscription:
         self._state = _OPEN
         self._floor: Any = None  # events with a key <= floor are not for this subscriber
         self._side: list[Event] | None = None  # live events held while a replay is fetched
+        # replaying: fetches the next page of what came after `_pos`, or joins the live
+        # events once it has caught up (a replay is read as it is consumed, never at once)
+        self._pager: Callable[[], Awaitable[None]] | None = None
+        self._pos: Any = None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -98,6 +104,9 @@ class Subscription:
     async def __anext__(self) -> Event:
         buffer = self._buffer
         while not buffer:
+            if self._pager is not None and not self._state:
+                await self._pager()
+                continue
             if self._state == _OVERFLOW:
                 raise BroadcastOverflow(
                     f"the subscriber of {self.channel!r} fell more than {self._backlog} "
@@ -138,6 +147,12 @@ class Subscription:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _load(self, events: list[Event]) -> None:
+        """A page of a replay (never more than `backlog`)."""
+        if events:
+            self._buffer.extend(events)
+            self._pos = events[-1]._key
 
     def _replayed(self, events: list[Event]) -> None:
         """Events fetched by a replay, then the live events held meanwhile."""
