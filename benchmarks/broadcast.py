@@ -218,6 +218,8 @@ async def _client(conn: Connection, counters: Any, urls: list[str], concurrency:
     loop.add_reader(conn.fileno(), lambda: commands.put_nowait(conn.recv()))
     perf = time.perf_counter
     latencies = array("d")
+    # (sequence number, server's port) -> the slowest delivery of that message here
+    worst: dict[tuple[int, int], float] = {}
     times = {"first": 0.0, "last": 0.0}
     failures: list[str] = []
     sockets: list[Any] = []
@@ -238,12 +240,17 @@ async def _client(conn: Connection, counters: Any, urls: list[str], concurrency:
         counters[CONNECTED] += 1
         ready = False
         last_seq = -1
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
         try:
             async for message in ws:
                 if message[0] == "m":  # "m <seq> <perf_counter at publish> <padding>"
                     now = perf()
                     _, seq, sent, _ = message.split(" ", 3)
-                    latencies.append(now - float(sent))
+                    latency = now - float(sent)
+                    latencies.append(latency)
+                    key = (int(seq), port)
+                    if latency > worst.get(key, 0.0):
+                        worst[key] = latency
                     if not times["first"]:
                         times["first"] = now
                     times["last"] = now
@@ -264,11 +271,12 @@ async def _client(conn: Connection, counters: Any, urls: list[str], concurrency:
         command = await commands.get()
         if command == "reset":
             latencies = array("d")
+            worst.clear()
             times.update(first=0.0, last=0.0)
             counters[RECEIVED] = counters[DISORDERED] = 0
             conn.send("ok")
         elif command == "report":
-            conn.send({"latencies": latencies, "failures": failures[:5], **times})
+            conn.send({"latencies": latencies, "worst": worst, "failures": failures[:5], **times})
         elif command == "close":
             closing = True
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
@@ -427,6 +435,12 @@ def publish_round(
     }
     reports = clients.ask("report")
     latencies = sorted(value for report in reports for value in report["latencies"])
+    worst: dict[tuple[int, int], float] = {}
+    for report in reports:
+        for (seq, port), latency in report["worst"].items():
+            key = (seq - (clients.published - messages), port)
+            worst[key] = max(latency, worst.get(key, 0.0))
+    slowest = sorted(worst.items(), key=lambda item: -item[1])[:8]
     delivered = len(latencies)
     last = max(report["last"] for report in reports)
     span = (last - first_publish) if delivered else float("nan")
@@ -445,6 +459,8 @@ def publish_round(
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "max_ms": (latencies[-1] * 1000) if latencies else float("nan"),
+        # the slowest deliveries: (message's index in this round, server's port, ms)
+        "slowest": [(seq, port, round(latency * 1000, 1)) for (seq, port), latency in slowest],
         "cpu_seconds": cpu,
         "cpu_percent": {role: 100 * value / wall for role, value in cpu.items()},
         "server_cpu_us_per_delivery": (cpu["servers"] * 1e6 / delivered) if delivered else None,
@@ -515,6 +531,7 @@ def fan_out(framework: str, redis_child: Child, redis: Any, args: argparse.Names
             result: dict[str, Any] = {
                 "framework": framework,
                 "subscribe_seconds": time.monotonic() - t0,
+                "ports": [server.port for server in servers],
             }
             result["paced"] = publish_round(
                 clients, redis, pids, args.messages, args.rate, args.size, args.timeout
