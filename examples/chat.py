@@ -1,24 +1,39 @@
-"""A chat room: an HTML page and a WebSocket endpoint that broadcasts to a room.
+"""A chat room: an HTML page and a WebSocket endpoint; each room is a broadcast channel.
 
     uvicorn examples.chat:app.asgi        # or: microweb run examples.chat:app
 
-Open http://127.0.0.1:8000/?room=lobby in two windows and talk. Rooms live
-in memory, in this one process (several worker processes would each have
-their own rooms).
+Open http://127.0.0.1:8000/?room=lobby in two windows and talk. Each socket
+subscribes to its room's channel and publishes what its client says there
+(`microweb.broadcast`). By default the channels live in memory, in this one
+process. To chat across processes (several workers, several machines), give
+them one Redis:
+
+    MICROWEB_BROADCAST_URL=redis://127.0.0.1:6379/0 uvicorn examples.chat:app.asgi --workers 2
+
+(``pip install 'microweb-framework[redis]'``, and a Redis server: Debian's
+``apt-get install redis-server``.) Two windows served by different workers
+then see each other's messages.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
+import json
+import os
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from microweb import App, HTMLResponse, Request, WebSocket
+from microweb.broadcast import Broadcast
+
+#: memory:// (one process) unless MICROWEB_BROADCAST_URL names a Redis
+broadcast = Broadcast(os.environ.get("MICROWEB_BROADCAST_URL") or "memory://")
 
 app = App()
-
-#: room name -> the sockets in it
-rooms: dict[str, set[WebSocket]] = {}
+app.on_startup(broadcast.connect)
+app.on_shutdown(broadcast.disconnect)
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -87,33 +102,29 @@ def page(request: Request) -> HTMLResponse:
 
 @app.websocket("/ws/{room}")
 async def chat(websocket: WebSocket, room: str) -> None:
-    await websocket.accept()
-    members = rooms.setdefault(room, set())
-    members.add(websocket)
-    try:
+    channel = f"room:{room}"
+
+    async def say() -> None:
+        """What this client says, to everyone in the room (every process)."""
         async for data in websocket.iter_json():
-            if not isinstance(data, dict):
-                continue
-            message = {
-                "name": str(data.get("name", "guest"))[:40],
-                "text": str(data.get("text", ""))[:2000],
-            }
-            await broadcast(room, message)
-    finally:
-        members.discard(websocket)
-        if not members:
-            rooms.pop(room, None)
+            if isinstance(data, dict):
+                await broadcast.publish(channel, json.dumps(message(data)))
+
+    # Subscribed before accepting: once the page says "connected", it gets
+    # every message said in the room, its own too. The block ends as soon as
+    # the client leaves (once what it said last is published), and the
+    # subscription with it.
+    async with broadcast.subscribe(channel) as events:
+        await websocket.accept()
+        async with websocket.while_connected(), anyio.create_task_group() as tasks:
+            tasks.start_soon(say)
+            async for event in events:  # what the room says, to this client
+                await websocket.send_text(event.data)
 
 
-async def broadcast(room: str, message: dict[str, str]) -> None:
-    """Send `message` to everyone in `room`; a socket that fails is dropped."""
-    members = list(rooms.get(room, ()))
-    results = await asyncio.gather(
-        *(member.send_json(message) for member in members), return_exceptions=True
-    )
-    for member, result in zip(members, results, strict=True):
-        if isinstance(result, BaseException):
-            rooms.get(room, set()).discard(member)
+def message(data: dict[str, Any]) -> dict[str, str]:
+    """A chat line from what a client sent: a name and a text, both strings, both short."""
+    return {"name": str(data.get("name", "guest"))[:40], "text": str(data.get("text", ""))[:2000]}
 
 
 app.static("/static", Path(__file__).parent / "static")  # style.css, shared by the examples

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Generator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import running_loop
+from ._connected import _CLOSED, _CONNECTED, _CONNECTING, Inbox
 from ._parsers import decode_path, encode_path, origin_form, quote_path, strip_root_path
 from ._pipeline import NotOriginForm, Step, drive_async
 from .datastructures import Headers
@@ -22,8 +24,6 @@ __all__ = ["WebSocket", "WebSocketDisconnect"]
 
 logger = logging.getLogger("microweb")
 _NOKW: dict[str, Any] = {}
-
-_CONNECTING, _CONNECTED, _CLOSED = range(3)
 
 
 class _Channel:
@@ -80,7 +80,7 @@ class WebSocket(HTTPConnection):
     `WebSocketDisconnect`; the `iter_*` methods just end.
     """
 
-    __slots__ = ("_app_state", "_client_state", "_receive", "_send")
+    __slots__ = ("_app_state", "_client_state", "_inbox", "_iterating", "_receive", "_send")
 
     def __init__(self, adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
@@ -120,6 +120,8 @@ class WebSocket(HTTPConnection):
         self._send = send
         self._client_state = _CONNECTING
         self._app_state = _CONNECTING
+        self._inbox: Inbox | None = None
+        self._iterating = 0  # iter_*() loops reading now (see _connected.py)
 
     @property
     def subprotocols(self) -> list[str]:
@@ -152,9 +154,13 @@ class WebSocket(HTTPConnection):
             ]
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"the client did not offer the subprotocol {subprotocol!r}")
-        await self._send(
-            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
-        )
+        try:
+            await self._send(
+                {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
+            )
+        except OSError as exc:  # it left during the handshake (say, while a handler subscribed)
+            self._client_state = _CLOSED
+            raise WebSocketDisconnect(1006) from exc
         self._app_state = _CONNECTED
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -174,12 +180,18 @@ class WebSocket(HTTPConnection):
         """The next raw ASGI message (``websocket.receive`` or ``websocket.disconnect``)."""
         if self._app_state == _CONNECTING:
             raise RuntimeError("accept the WebSocket before receiving")
-        if self._client_state == _CLOSED:
+        inbox = self._inbox
+        if inbox is not None:
+            message = await inbox.take()
+        elif self._client_state == _CLOSED:
             raise WebSocketDisconnect(1006)
-        message: dict[str, Any] = await self._receive()
+        else:
+            message = await self._receive()
         if message["type"] == "websocket.disconnect":
             self._client_state = _CLOSED
             self._app_state = _CLOSED
+            if inbox is not None and inbox.scope is not None:
+                inbox.scope.cancel()  # the block saw the client leave: it ends
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason") or "")
         return message
 
@@ -209,27 +221,71 @@ class WebSocket(HTTPConnection):
 
     async def iter_text(self) -> AsyncIterator[str]:
         """Each text message, until the client disconnects: ``async for text in ws.iter_text()``."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_text()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Each binary message, until the client disconnects."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_bytes()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """Each message parsed as JSON, until the client disconnects."""
+        self._iterating += 1
         try:
             while True:
                 yield await self.receive_json()
         except WebSocketDisconnect:
             return
+        finally:
+            self._iterating -= 1
+
+    def while_connected(self) -> AbstractAsyncContextManager[None]:
+        """An ``async with`` block that ends as soon as the client leaves.
+
+        ```python
+        await websocket.accept()
+        async with broadcast.subscribe(f"room:{room}") as events, websocket.while_connected():
+            async for event in events:
+                await websocket.send_text(event.data)
+        # the client left (or the subscription ended): the handler goes on here
+        ```
+
+        While the block runs, a task reads what the client sends, so its
+        leaving is noticed even while the block waits for something else:
+        the block is then cancelled and the ``async with`` ends quietly
+        (``finally`` clauses run; so does the code after it). A
+        `WebSocketDisconnect` raised inside (a send to a client that has gone)
+        ends it the same way; any other exception propagates unchanged.
+
+        The client's messages are kept, in order, for ``receive_*()`` and
+        ``iter_*()`` inside the block, 16 at most: then the reading waits
+        for the block to take one (the server stops reading the socket, so a
+        fast client cannot grow memory) — or, in a block that has read none,
+        further messages are dropped, so that the client leaving is still
+        seen. An ``iter_*()`` loop gets every message sent before the client
+        left, then ends, and the block ends with it; otherwise the block is
+        cancelled at once. Messages kept and not read are received after the
+        block. The socket must be accepted first (`RuntimeError` otherwise).
+        """
+        if self._app_state != _CONNECTED:
+            raise RuntimeError(
+                "while_connected() needs an open WebSocket: call `await websocket.accept()` "
+                "before the block (and do not close the WebSocket first)"
+            )
+        return Inbox(self)
 
     # ------------------------------------------------------------------ send
     async def send_text(self, data: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 _LINE = re.compile(r"\r\n|\r|\n")
@@ -68,30 +68,48 @@ def _parse_line(line: str) -> tuple[str, str]:
     return name, value
 
 
+class Parser:
+    """The incremental reader: `feed` it each chunk, then None at the end of the stream."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._lines: list[tuple[str, str]] = []
+
+    def feed(self, chunk: bytes | None) -> list[Block]:
+        """The blocks `chunk` completes (None: the end; an unterminated block is dropped)."""
+        final = chunk is None
+        self._text += self._decoder.decode(chunk or b"", final=final)
+        done: list[Block] = []
+        while match := _LINE.search(self._text):
+            # a CR at the very end may be the first half of a CRLF: wait for more
+            if not final and match.group() == "\r" and match.end() == len(self._text):
+                break
+            line, self._text = self._text[: match.start()], self._text[match.end() :]
+            if line:
+                self._lines.append(_parse_line(line))
+            elif self._lines:
+                done.append(Block(self._lines))
+                self._lines = []
+        # an unterminated block at the end of the stream is discarded, as browsers do
+        return done
+
+
 def blocks(chunks: Iterable[bytes]) -> Iterator[Block]:
     """Each block of the stream, as soon as its terminating blank line arrives."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    text = ""
-    lines: list[tuple[str, str]] = []
-
-    def complete_lines(final: bool) -> Iterator[str]:
-        nonlocal text
-        while match := _LINE.search(text):
-            # a CR at the very end may be the first half of a CRLF: wait for more
-            if not final and match.group() == "\r" and match.end() == len(text):
-                return
-            line, text = text[: match.start()], text[match.end() :]
-            yield line
-
+    parser = Parser()
     for chunk in _with_end(chunks):
-        text += decoder.decode(chunk or b"", final=chunk is None)
-        for line in complete_lines(final=chunk is None):
-            if line:
-                lines.append(_parse_line(line))
-            elif lines:
-                yield Block(lines)
-                lines = []
-    # an unterminated block at the end of the stream is discarded, as browsers do
+        yield from parser.feed(chunk)
+
+
+async def ablocks(chunks: AsyncIterable[bytes]) -> AsyncIterator[Block]:
+    """`blocks` of an async stream (httpx's ``response.aiter_raw()``)."""
+    parser = Parser()
+    async for chunk in chunks:
+        for block in parser.feed(chunk):
+            yield block
+    for block in parser.feed(None):
+        yield block
 
 
 def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:

@@ -64,11 +64,15 @@ def command(
     threads: int = 8,
     workers: int = 1,
     attr: str | None = None,
+    preload: bool = False,
 ) -> list[str]:
     """The command line a user would type: ``uvicorn mod:app.asgi``, ``waitress-serve
     mod:app.wsgi``, ``gunicorn mod:wsgi`` (gunicorn refuses attribute paths); `attr`
-    serves another object of the module (``attr="app"``: ``uvicorn mod:app``)."""
+    serves another object of the module (``attr="app"``: ``uvicorn mod:app``);
+    `preload` (gunicorn only): the master imports the app before it forks the workers."""
     target = f"{module}:{attr or ENTRY_POINTS[kind]}"
+    if preload and kind != "gunicorn":
+        raise ValueError(f"preload is gunicorn's option, not {kind}'s")
     if kind == "uvicorn":
         return [
             str(BIN / "uvicorn"),
@@ -94,6 +98,7 @@ def command(
             "--worker-class", "gthread",
             "--threads", str(threads),
             "--graceful-timeout", "5",
+            *(["--preload"] if preload else []),
             target,
         ]  # fmt: skip
     raise ValueError(kind)
@@ -119,9 +124,10 @@ def serve(
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
     attr: str | None = None,
+    preload: bool = False,
 ) -> Iterator[Server]:
     """Run `module` (importable from the project root) under server `kind`
-    (`attr`: the object served, see `command`); RuntimeError, with the log,
+    (`attr`, `preload`: see `command`); RuntimeError, with the log,
     if the server exits before it listens."""
     port = free_port()
     fd, name = tempfile.mkstemp(prefix=f"microweb-{kind}-", suffix=".log")
@@ -130,7 +136,9 @@ def serve(
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command(kind, module, port, threads=threads, workers=workers, attr=attr),
+            command(
+                kind, module, port, threads=threads, workers=workers, attr=attr, preload=preload
+            ),
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -679,3 +679,82 @@ def test_a_forked_child_makes_its_own_connection(redis: Redis) -> None:
             _FORKED.clear()
 
     run(main())
+
+
+def test_publish_sync_when_the_loop_does_not_run_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home loop stuck in blocking code: publish_sync raises BroadcastError, never hangs."""
+    import microweb.broadcast
+
+    monkeypatch.setattr(microweb.broadcast, "_SYNC_GRACE", 0.2)
+    broadcast = Broadcast("memory://", timeout=0.1)
+    release = threading.Event()
+    connected = threading.Event()
+
+    def home_thread() -> None:
+        async def main() -> None:
+            await broadcast.connect()
+            connected.set()
+            release.wait(DEADLINE)  # blocks the loop: nothing else runs on it
+            await broadcast.disconnect()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=home_thread)
+    thread.start()
+    try:
+        assert connected.wait(DEADLINE)
+        with pytest.raises(BroadcastError, match="did not run the publish"):
+            broadcast.publish_sync("c", "x")
+    finally:
+        release.set()
+        thread.join(DEADLINE)
+
+
+def test_a_live_subscriber_joining_behind_the_listener(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener read past the newest id a joining subscriber saw (a publisher in
+    another process): it gets what comes next, and is not left waiting."""
+
+    async def main() -> None:
+        broadcast = Broadcast(redis.stream_url)
+        try:
+            async with broadcast.subscribe("j") as first:
+                ids = [await broadcast.publish("j", str(n)) for n in range(3)]
+                assert [(await next_event(first)).data for _ in range(3)] == ["0", "1", "2"]
+                backend = broadcast._backend
+                stale = (int(ids[0].split("-")[0]), int(ids[0].split("-")[1]))
+
+                async def newest(channel: str) -> tuple[int, int]:
+                    return stale  # as if XREVRANGE answered before the last two came
+
+                monkeypatch.setattr(backend, "_newest", newest)
+                async with broadcast.subscribe("j") as late:
+                    await broadcast.publish("j", "new")
+                    assert (await next_event(late)).data == "new"
+        finally:
+            await broadcast.disconnect()
+
+    run(main())
+
+
+@pytest.mark.parametrize("last_id", ["99999999999999-0", "99999999999999"])
+def test_a_last_id_from_the_future_starts_live(url_with_ids: str, last_id: str) -> None:
+    """A Last-Event-ID past the newest event (from another Redis, or made up) never stops
+    the channel for the process's other subscribers."""
+
+    async def main() -> None:
+        broadcast = Broadcast(url_with_ids, backlog=50)
+        try:
+            await broadcast.publish("room", "before")
+            async with broadcast.subscribe("room", last_id=last_id) as odd:
+                reading = asyncio.ensure_future(odd.__anext__())  # its first read joins
+                await until(lambda: odd._pager is None, "the replay to catch up")
+                async with broadcast.subscribe("room") as other:
+                    await broadcast.publish("room", "m0")
+                    assert (await next_event(other)).data == "m0"
+                    assert (await asyncio.wait_for(reading, DEADLINE)).data == "m0"
+        finally:
+            await broadcast.disconnect()
+
+    run(main())

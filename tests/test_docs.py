@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import microweb
+import microweb.broadcast
 import microweb.middleware
 import microweb.testing
 
@@ -84,7 +85,7 @@ def test_no_install_under_the_old_name() -> None:
 
 
 #: The modules whose ``__all__`` is the public API.
-PUBLIC_MODULES = [microweb, microweb.testing, microweb.middleware]
+PUBLIC_MODULES = [microweb, microweb.testing, microweb.middleware, microweb.broadcast]
 
 
 def public_names() -> list[str]:

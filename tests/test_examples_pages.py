@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 
 from . import browser
+from .redisserver import redis_server
 from .servers import ROOT, serve
 
 DESKTOP = (1024, 640)
 PHONE = (375, 667)
 #: what each page is saved as (website-login-phone.png, ...), and docs/examples.md shows
-SHOTS = ("website-home", "website-login", "website-private", "chat", "sse")
+SHOTS = ("website-home", "website-login", "website-private", "chat", "sse", "feed")
 #: body { max-width: 42rem } at the default 16 px
 COLUMN = 42 * 16
 ACCENT = "rgb(11, 92, 173)"
@@ -203,6 +204,50 @@ def test_sse_page_under_uvicorn(screenshots: Path) -> None:
 
     with serve("uvicorn", "examples.sse") as server:
         run(screenshots, scenario)
+
+
+@pytest.mark.servers
+@needs_chromium
+def test_feed_page_under_gunicorn_workers(screenshots: Path) -> None:
+    """Two pages on ``gunicorn --workers 2`` with ``redis-stream://``: what one
+    posts, both show, whichever worker serves each."""
+
+    async def post(pages: Pages, tab: str, text: str) -> None:
+        await pages.chrome.evaluate(
+            tab,
+            f"document.getElementById('text').value = {json.dumps(text)};"
+            "document.querySelector('form button').click(); true",
+        )
+
+    async def scenario(pages: Pages) -> None:
+        desktop = await pages.open(f"{server.url}/", DESKTOP)
+        phone = await pages.open(f"{server.url}/", PHONE)
+        for tab in (desktop, phone):
+            await pages.chrome.wait_for(tab, "document.querySelector('.status.connected') !== null")
+            status = await pages.text(tab, "#status")
+            assert re.fullmatch(r"connected to process \d+", status), status
+        items = "Array.from(document.querySelectorAll('#items li strong'), (s) => s.textContent)"
+        await post(pages, desktop, "The Analytical Engine weaves algebraic patterns.")
+        await pages.chrome.wait_for(phone, f"{items}.length === 1")
+        await post(pages, phone, "Found a moth in relay 70.")
+        for tab in (desktop, phone):
+            await pages.chrome.wait_for(tab, f"{items}.length === 2")
+            assert await pages.chrome.evaluate(tab, items) == [  # the newest on top
+                "Found a moth in relay 70.",
+                "The Analytical Engine weaves algebraic patterns.",
+            ]
+            assert await pages.chrome.evaluate(tab, "document.getElementById('text').value") == ""
+            newest = await pages.text(tab, "#items li")
+            assert re.fullmatch(r"Found a moth in relay 70\. \S.* via process \d+", newest), newest
+        for tab, screen in ((desktop, DESKTOP), (phone, PHONE)):
+            # a tab behind another may never draw the frame a screenshot waits for
+            await pages.chrome.send("Page.bringToFront", tab)
+            await pages.shoot(tab, "feed", screen)
+
+    with redis_server() as redis:
+        env = {"MICROWEB_BROADCAST_URL": f"{redis.stream_url}?maxlen=1000"}
+        with serve("gunicorn", "examples.feed", workers=2, threads=16, env=env) as server:
+            run(screenshots, scenario)
 
 
 def test_the_docs_show_every_screenshot() -> None:

@@ -20,6 +20,7 @@ connections.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import weakref
 from types import TracebackType
@@ -30,6 +31,9 @@ from ._memory import MemoryBackend
 from ._subscription import BroadcastError, BroadcastOverflow, Event, Subscription
 
 __all__ = ["Broadcast", "BroadcastError", "BroadcastOverflow", "Event", "Subscription"]
+
+#: publish_sync's wait beyond what publish allows itself (a loop too busy to run it).
+_SYNC_GRACE = 10.0
 
 _SCHEMES = {
     "memory": "memory",
@@ -98,7 +102,7 @@ class Broadcast:
         from ._redis import PubSubBackend, StreamBackend
 
         if self._kind == "stream":
-            return StreamBackend(self._redis_url, self.timeout, self._maxlen)
+            return StreamBackend(self._redis_url, self.timeout, self._maxlen, self.backlog)
         return PubSubBackend(self._redis_url, self.timeout)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -200,7 +204,14 @@ class Broadcast:
 
             home = shared_loop.get()
         future = asyncio.run_coroutine_threadsafe(self.publish(channel, data), home)
-        return future.result(timeout=3 * self.timeout + 10)
+        try:
+            # publish bounds itself (`timeout`); this only guards a loop that stopped turning
+            return future.result(timeout=3 * self.timeout + _SYNC_GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BroadcastError(
+                f"the event loop of {self!r} did not run the publish in time"
+            ) from None
 
     # -- subscribing -------------------------------------------------------------
 

@@ -368,9 +368,11 @@ def _id_text(key: tuple[int, int]) -> str:
 class StreamBackend(RedisBackend):
     """``redis-stream://``: XADD, and one XREAD loop over every subscribed channel."""
 
-    def __init__(self, url: str, timeout: float, maxlen: int | None) -> None:
+    def __init__(self, url: str, timeout: float, maxlen: int | None, backlog: int) -> None:
         super().__init__(url, timeout)
         self.maxlen = maxlen
+        # one XREAD never brings a subscriber more than its backlog at once
+        self.batch = min(BATCH, backlog)
         self.cursors: dict[str, tuple[int, int]] = {}  # channel -> last id read
         self.waker: asyncio.Future[None] | None = None  # the idle listener waits on it
         self.listener_id: int | None = None
@@ -386,11 +388,12 @@ class StreamBackend(RedisBackend):
         return _text(ident)
 
     async def add(self, sub: Subscription) -> None:
-        channel = sub.channel
+        self._join(sub, await self._newest(sub.channel), live=True)
+
+    async def _newest(self, channel: str) -> tuple[int, int]:
         newest = await self.guard(self.client.xrevrange(channel, count=1))
-        after = parse_stream_id(_text(newest[0][0])) if newest else (0, 0)
-        assert after is not None
-        self._join(sub, after)
+        key = parse_stream_id(_text(newest[0][0])) if newest else None
+        return key or (0, 0)
 
     async def page(self, sub: Subscription) -> None:
         """The next page of a replay, or (caught up) the live events from now on."""
@@ -399,8 +402,13 @@ class StreamBackend(RedisBackend):
         page = await self.guard(self.client.xrange(sub.channel, min=low, count=count))
         sub._load([self._event(sub.channel, ident, fields) for ident, fields in page])
         if len(page) < count:
+            # caught up; an id past the stream's newest (a Last-Event-ID from elsewhere)
+            # counts as the newest, or the listener would read from the future
+            newest = await self._newest(sub.channel)
+            if sub._pos > newest:
+                sub._pos = newest
             sub._pager = None
-            self._join(sub, sub._pos)
+            self._join(sub, sub._pos, live=False)
             if sub._side is not None:  # the listener is ahead: fetch what lies between
                 try:
                     sub._replayed(await self._range(sub.channel, sub._pos, sub._backlog))
@@ -408,17 +416,20 @@ class StreamBackend(RedisBackend):
                     self.remove(sub)
                     raise
 
-    def _join(self, sub: Subscription, after: tuple[int, int]) -> None:
-        """`sub` gets the live events after `after`."""
+    def _join(self, sub: Subscription, after: tuple[int, int], *, live: bool) -> None:
+        """`sub` gets the live events after `after`: all of them for a replay (those
+        the listener is past are fetched, `_side` holding the live ones meanwhile);
+        for a live subscription, those the listener has not read yet."""
         channel = sub.channel
         cursor = self.cursors.get(channel)
         if cursor is None:
             self.cursors[channel] = after
             self._poke()
-        if cursor is not None and cursor > after:
-            sub._side = []  # live events wait while what came before them is fetched
-        else:
             sub._floor = after
+        elif cursor > after and not live:
+            sub._side = []
+        else:
+            sub._floor = max(after, cursor)  # (after, cursor] came while subscribing
         subs = self.channels.get(channel)
         if subs is None:
             subs = self.channels[channel] = set()
@@ -509,7 +520,7 @@ class StreamBackend(RedisBackend):
             self.generation += 1
             await self.send(
                 conn,
-                "XREAD", "COUNT", BATCH, "BLOCK", block_ms, "STREAMS",
+                "XREAD", "COUNT", self.batch, "BLOCK", block_ms, "STREAMS",
                 *sent, *(_id_text(key) for key in sent.values()),
             )  # fmt: skip
             try:

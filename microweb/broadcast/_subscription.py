@@ -183,6 +183,7 @@ class Subscription:
 
     @property
     def ended(self) -> bool:
+        """True once the subscription ended (its block left, an overflow, a disconnect)."""
         return self._state != _OPEN
 
 
