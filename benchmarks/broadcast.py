@@ -744,8 +744,8 @@ def main() -> None:
     parser.add_argument(
         "--memory-routes",
         default="",
-        help="more microweb routes for the memory comparison: sub-plain (no watching task), "
-        "watch (the watching task, no subscription)",
+        help="more microweb routes for the memory comparison: sub-plain (no while_connected), "
+        "watch (while_connected, no subscription), sub-taskgroup (the Starlette app's pattern)",
     )
     parser.add_argument("--many", type=int, default=10_000, help="0: skip")
     parser.add_argument("--many-messages", type=int, default=10)

@@ -3,16 +3,19 @@
 Both read the Redis URL from ``BENCH_REDIS_URL`` and serve the same two routes:
 
 - ``/sub``: accept, subscribe to the channel ``bench``, forward each message
-  to the client as a text message, until the client leaves (a task waits for
-  that, in an anyio task group, so the subscriber is released at once);
+  to the client as a text message, until the client leaves (noticed at once:
+  microweb's ``while_connected()``; for Starlette, broadcaster's README
+  pattern, an anyio task group whose second task waits for the client to
+  leave);
 - ``/idle``: accept, then wait on ``receive()`` until the client leaves (a
   WebSocket that subscribes to nothing: the floor of the memory comparison).
 
 ``microweb``: microweb's `Broadcast`; ``starlette``: Starlette with
-encode/broadcaster, written as broadcaster's README writes it (the same task
-group), plus two workarounds for broadcaster bugs that lose every message
-(see `starlette`). Imports happen inside each factory, so the microweb side
-needs neither Starlette nor broadcaster.
+encode/broadcaster, written as broadcaster's README writes it, plus two
+workarounds for broadcaster bugs that lose every message (see `starlette`).
+Imports happen inside each factory, so the microweb side needs neither
+Starlette nor broadcaster. The microweb app has three more routes for the
+memory breakdown (``--memory-routes``).
 """
 
 from __future__ import annotations
@@ -41,19 +44,11 @@ def microweb() -> Any:
     app.on_shutdown(broadcast.disconnect)
 
     @app.websocket("/sub")
-    async def sub(websocket: WebSocket) -> None:
+    async def sub(websocket: WebSocket) -> None:  # as docs/websockets.md writes it
         await websocket.accept()
-        async with anyio.create_task_group() as tasks:
-
-            async def until_gone() -> None:
-                async for _ in websocket.iter_text():
-                    pass
-                tasks.cancel_scope.cancel()
-
-            tasks.start_soon(until_gone)
-            async with broadcast.subscribe(CHANNEL) as events:
-                async for event in events:
-                    await websocket.send_text(event.data)
+        async with broadcast.subscribe(CHANNEL) as events, websocket.while_connected():
+            async for event in events:
+                await websocket.send_text(event.data)
 
     @app.websocket("/idle")
     async def idle(websocket: WebSocket) -> None:
@@ -70,7 +65,13 @@ def microweb() -> Any:
                 await websocket.send_text(event.data)
 
     @app.websocket("/watch")
-    async def watch(websocket: WebSocket) -> None:  # the watching task group, no subscription
+    async def watch(websocket: WebSocket) -> None:  # while_connected, no subscription
+        await websocket.accept()
+        async with websocket.while_connected():
+            await anyio.sleep_forever()
+
+    @app.websocket("/sub-taskgroup")
+    async def sub_taskgroup(websocket: WebSocket) -> None:  # the Starlette app's pattern
         await websocket.accept()
         async with anyio.create_task_group() as tasks:
 
@@ -80,7 +81,9 @@ def microweb() -> Any:
                 tasks.cancel_scope.cancel()
 
             tasks.start_soon(until_gone)
-            await anyio.sleep_forever()
+            async with broadcast.subscribe(CHANNEL) as events:
+                async for event in events:
+                    await websocket.send_text(event.data)
 
     return app.asgi
 
