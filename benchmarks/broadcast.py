@@ -2,7 +2,11 @@
 
     pip install starlette broadcaster     # the comparison's side only: not a microweb dependency
     python benchmarks/broadcast.py [--subscribers 1000] [--messages 500] [--rate 20] \\
-        [--runs 3] [--idle 2000] [--many 10000] [--json broadcast.json]
+        [--runs 3] [--idle 2000] [--many 10000] [--json broadcast.json] \\
+        [--memory-routes sub-plain,watch,sub-taskgroup] [--profile DIR]
+
+A few minutes for three runs on 2 cores; the figures and how to read them
+are in docs/benchmarks.md ("Broadcast fan-out").
 
 One redis-server (a free port, no persistence) serves every run. For each
 framework, in turn (the order alternates between runs), two uvicorn processes
@@ -31,11 +35,16 @@ every process (servers, clients, redis-server, this publisher) are read from
 Memory (`--idle K`): for each framework, a fresh uvicorn process with K idle
 WebSocket subscribers, and another with K idle WebSockets that subscribe to
 nothing (``/idle``); each figure is the VmRSS delta over the K connections
-divided by K, after one warm-up connection to each route.
+divided by K, after one warm-up connection to each route. `--memory-routes`
+adds microweb routes that split an idle subscriber's cost (see
+broadcast_apps.py).
 
 Many (`--many`): one fresh microweb process with that many idle subscribers,
 all of which must receive a probe and then `--many-messages` messages,
 without errors (RLIMIT_NOFILE is raised to its hard limit first).
+
+`--profile DIR`: py-spy (``pip install py-spy``) records one server of each
+app during the burst, as collapsed stacks.
 
 Timestamps are `time.perf_counter()` (CLOCK_MONOTONIC, one clock for every
 process of the machine). Every process this script starts is stopped by its
