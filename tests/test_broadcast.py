@@ -290,7 +290,7 @@ def test_a_slow_subscriber_overflows_alone(url: str) -> None:
                 for n in range(40):
                     await broadcast.publish("c", str(n))
                     received.append((await next_event(fast)).data)
-                    assert len(slow._buffer) <= 10  # memory stays bounded
+                    assert len(slow._buffer or ()) <= 10  # memory stays bounded
                 assert received == [str(n) for n in range(40)]
                 with pytest.raises(BroadcastOverflow):
                     await next_event(slow)

@@ -88,7 +88,7 @@ class Subscription:
         self.last_id = last_id
         self._loop = loop
         self._backlog = backlog
-        self._buffer: deque[Event] = deque()
+        self._buffer: deque[Event] | None = None  # made at the first event: idle costs less
         self._waiter: asyncio.Future[None] | None = None
         self._state = _OPEN
         self._floor: Any = None  # events with a key <= floor are not for this subscriber
@@ -102,8 +102,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        buffer = self._buffer
-        while not buffer:
+        while not self._buffer:
             if self._pager is not None and not self._state:
                 await self._pager()
                 continue
@@ -119,7 +118,7 @@ class Subscription:
                 await waiter
             finally:
                 self._waiter = None
-        event = buffer.popleft()
+        event = self._buffer.popleft()
         self.last_id = event.id
         return event
 
@@ -140,7 +139,9 @@ class Subscription:
                 self._overflow()
             return
         buffer = self._buffer
-        if len(buffer) >= self._backlog:
+        if buffer is None:
+            buffer = self._buffer = deque()
+        elif len(buffer) >= self._backlog:
             self._overflow()
             return
         buffer.append(event)
@@ -151,6 +152,8 @@ class Subscription:
     def _load(self, events: list[Event]) -> None:
         """A page of a replay (never more than `backlog`)."""
         if events:
+            if self._buffer is None:
+                self._buffer = deque()
             self._buffer.extend(events)
             self._pos = events[-1]._key
 
@@ -167,7 +170,7 @@ class Subscription:
 
     def _overflow(self) -> None:
         self._state = _OVERFLOW
-        self._buffer.clear()  # the memory goes now, not when the reader comes back
+        self._buffer = None  # the memory goes now, not when the reader comes back
         self._side = None
         self._wake()
 
