@@ -52,6 +52,64 @@ _INBOX_SIZE = 16
 _GRACE = 2.0
 
 
+if sys.version_info >= (3, 11):
+
+    class _Scope:
+        """The block's cancellation: `asyncio.timeout`, expired on demand (what a
+        client that left does). Lighter than an anyio CancelScope (an idle
+        subscriber's memory counts), and as careful with a cancellation of the
+        task that is not its own (`Task.uncancel`)."""
+
+        __slots__ = ("timeout",)
+
+        def __init__(self) -> None:
+            self.timeout = asyncio.timeout(None)
+
+        async def enter(self) -> None:
+            await self.timeout.__aenter__()
+
+        def cancel(self) -> None:
+            timeout = self.timeout
+            if not timeout.expired():
+                timeout.reschedule(-1.0)  # in the past: the task is cancelled at once
+
+        async def exit(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> bool:
+            try:
+                await self.timeout.__aexit__(exc_type, exc, tb)
+            except TimeoutError:
+                if self.timeout.expired():
+                    return True
+                raise
+            return False
+
+else:  # pragma: no cover - Python 3.10: no Task.uncancel, an anyio scope does it
+
+    class _Scope:
+        __slots__ = ("scope",)
+
+        def __init__(self) -> None:
+            self.scope = anyio.CancelScope()
+
+        async def enter(self) -> None:
+            self.scope.__enter__()
+
+        def cancel(self) -> None:
+            self.scope.cancel()
+
+        async def exit(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> bool:
+            return bool(self.scope.__exit__(exc_type, exc, tb))
+
+
 class Inbox:
     """A `while_connected` block: its cancel scope, its reader task, and the client's
     messages that the reader received, for the socket's receives."""
@@ -62,7 +120,7 @@ class Inbox:
         self.ws = ws
         self.messages: list[dict[str, Any]] = []
         self.read = False  # whether a receive took from it (then the reader waits when full)
-        self.scope: anyio.CancelScope | None = None  # while the block runs
+        self.scope: _Scope | None = None  # while the block runs
         self.reader: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # a receive waiting for a message
         self.room: asyncio.Future[None] | None = None  # the reader waiting for room
@@ -74,9 +132,9 @@ class Inbox:
             if previous.scope is not None:
                 raise RuntimeError("this WebSocket is already in a while_connected() block")
             self.messages = previous.messages  # kept from an earlier block, not read yet
-        scope = self.scope = anyio.CancelScope()
+        scope = self.scope = _Scope()
         ws._inbox = self
-        scope.__enter__()
+        await scope.enter()
         if ws._client_state == _CLOSED:
             scope.cancel()  # it left already: the block ends at its first wait
         else:
@@ -91,7 +149,7 @@ class Inbox:
         scope, self.scope = self.scope, None
         assert scope is not None
         try:
-            if scope.__exit__(exc_type, exc, tb):
+            if await scope.exit(exc_type, exc, tb):
                 return True  # cancelled because the client left
         except BaseException as raised:  # what the scope left of a group
             if _client_left(raised):
@@ -147,7 +205,7 @@ class Inbox:
                 finally:
                     self.room = None
 
-    def _cancel(self, scope: anyio.CancelScope) -> None:
+    def _cancel(self, scope: _Scope) -> None:
         if self.scope is scope:  # the same block, still running
             scope.cancel()
 
