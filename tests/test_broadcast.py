@@ -604,7 +604,7 @@ def test_a_frozen_redis_fails_publish_and_recovers(kind: str) -> None:
 def test_a_listener_that_fails_is_logged_and_restarted(
     redis: Redis, kind: str, caplog: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from microweb.broadcast import _redis
+    from microweb.broadcast import _redis, _streams
 
     caplog.set_level(logging.WARNING, "microweb.broadcast")
     url = redis.url if kind == "redis" else redis.stream_url
@@ -617,6 +617,7 @@ def test_a_listener_that_fails_is_logged_and_restarted(
         real(subs, event, home)
 
     monkeypatch.setattr(_redis, "deliver", flaky)
+    monkeypatch.setattr(_streams, "deliver", flaky)
 
     async def main() -> None:
         broadcast = Broadcast(url)

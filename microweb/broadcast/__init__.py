@@ -99,7 +99,8 @@ class Broadcast:
     def _make_backend(self) -> Any:
         if self._kind == "memory":
             return MemoryBackend(self._maxlen or 1000)
-        from ._redis import PubSubBackend, StreamBackend
+        from ._redis import PubSubBackend
+        from ._streams import StreamBackend
 
         if self._kind == "stream":
             return StreamBackend(self._redis_url, self.timeout, self._maxlen, self.backlog)
