@@ -381,13 +381,14 @@ class Matcher:
     def __init__(self) -> None:
         self._root = _Node()
         self._static: dict[str, _Leaf] = {}
-        #: Whether any route's path ends with "/" (else "/x" never redirects to "/x/").
+        #: Whether any route's path but the root ends with "/" (else "/x" never
+        #: redirects to "/x/": a 404 then searches the trie once, not twice).
         self.slash_routes = False
         #: Routes tried only when none of these matches (the app's docs routes).
         self.fallback: Matcher | None = None
 
     def add(self, route: Route) -> None:
-        if route.path.endswith("/"):
+        if route.path.endswith("/") and route.path != "/":
             self.slash_routes = True
         node = self._root
         for spec in route.segments:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from microweb import App, Request, Router
+from microweb._matching import Matcher
 
 from .conftest import MakeClient
 
@@ -274,6 +276,37 @@ def test_redirect_slashes(make_client: MakeClient) -> None:
     assert client.get("/docs", follow_redirects=True).text == "docs"
     # a POST keeps its method and body through a 308
     assert client.post("/users/").status_code == 308
+
+
+def test_root_route_makes_no_slash_redirects(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "/" is the one route path ending with "/" that no "/x" can be redirected
+    # to: a 404 then searches the routes once, not a second time for "/x/"
+    app = App()
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    @app.get("/users")
+    def users() -> str:
+        return "users"
+
+    searches: list[str] = []
+    match = Matcher.match
+
+    def counting(self: Matcher, method: str | None, path: str, segments: Any = None) -> Any:
+        searches.append(path)
+        return match(self, method, path, segments)
+
+    monkeypatch.setattr(Matcher, "match", counting)
+    client = make_client(app)
+    assert client.get("/nope").status_code == 404
+    assert searches == ["/nope"]
+    assert client.get("/").text == "home"
+    r = client.get("/users/")
+    assert (r.status_code, r.headers["location"]) == (308, "/users")
 
 
 def test_redirect_slashes_keeps_encoding_and_root_path(make_client: MakeClient) -> None:
