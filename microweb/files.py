@@ -251,7 +251,8 @@ class FileResponse(Response):
         # such as the Set-Cookie of a session, X-Request-Id or CORS headers set
         # by the handler, its hooks or middleware.
         drop = _REPRESENTATION_METADATA
-        self.headers._list = [kv for kv in self.headers._list if kv[0] not in drop]
+        fields = self.headers._list
+        fields[:] = [kv for kv in fields if kv[0] not in drop]
 
     def _set_length(self, length: int) -> None:
         self.headers["content-length"] = str(length)

@@ -94,12 +94,8 @@ _json_encode_ascii = json.JSONEncoder(
 
 
 _new = object.__new__
-
-
-def _new_headers() -> MutableHeaders:
-    h = MutableHeaders.__new__(MutableHeaders)
-    h._list = []
-    return h
+#: The default status (``status is _OK`` holds for the int 200 only: small ints are cached).
+_OK = 200
 
 
 def _content_type(media_type: str | None) -> str | None:
@@ -138,9 +134,20 @@ class Response:
     #: True when the class overrides `_finalize` (the adapters skip the call if not).
     _finalizes: ClassVar[bool] = False
 
+    #: The header fields, in order; `headers` wraps this list once something
+    #: asks for it (most responses are sent without that ever happening).
+    _fields: list[tuple[str, str]]
+    #: The `headers` object, once made: while it is None, `_fields` is as
+    #: `__init__` made it (a Content-Type field at most), which lets the
+    #: adapters build the fields to send without a look at each one.
+    _headers: MutableHeaders | None = None
+    #: The class's Content-Type field (from `media_type`), made once.
+    _class_field: ClassVar[tuple[str, str] | None] = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._class_content_type = _content_type(cls.media_type)
+        cls._class_content_type = ct = _content_type(cls.media_type)
+        cls._class_field = None if ct is None else ("content-type", ct)
         cls._plain_render = cls.render is Response.render
         cls._finalizes = cls._finalize is not Response._finalize
 
@@ -152,7 +159,8 @@ class Response:
         media_type: str | None = None,
         background: BackgroundTask | None = None,
     ) -> None:
-        if type(status) is not int or not 100 <= status <= 599:
+        # (the int 200 is one object: the default status needs no other check)
+        if status is not _OK and (type(status) is not int or not 100 <= status <= 599):
             raise ValueError(f"status must be an int in 100..599, not {status!r}")
         self.status = status
         kind = type(content)
@@ -162,17 +170,36 @@ class Response:
             self.body = content.encode("utf-8")
         else:
             self.body = self.render(content)
-        ct = self._class_content_type if media_type is None else _content_type(media_type)
         if headers is None:
-            h = _new(MutableHeaders)
-            h._list = [] if ct is None else [("content-type", ct)]
+            if media_type is None:
+                field = self._class_field
+                self._fields = [] if field is None else [field]
+            else:
+                ct = _content_type(media_type)
+                self._fields = [] if ct is None else [("content-type", ct)]
         else:
-            h = MutableHeaders(headers)
+            h = self._headers = MutableHeaders(headers)
+            self._fields = h._list
+            ct = self._class_content_type if media_type is None else _content_type(media_type)
             if ct is not None and "content-type" not in h:
                 h._list.append(("content-type", ct))
-        self.headers = h
         if background is not None:
             self.background = _checked(background)
+
+    @property
+    def headers(self) -> MutableHeaders:
+        """The header fields (mutable, case-insensitive)."""
+        h = self._headers
+        if h is None:
+            h = self._headers = _new(MutableHeaders)
+            h._list = self._fields
+        return h
+
+    @headers.setter
+    def headers(self, value: MutableHeaders | HeadersArg) -> None:
+        h = value if isinstance(value, MutableHeaders) else MutableHeaders(value)
+        self._headers = h
+        self._fields = h._list
 
     def _finalize(self, request: Any) -> None:
         """Adapt to the request just before sending (`FileResponse`: ranges, 304)."""
@@ -366,7 +393,15 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
     3333 validators demand one; a 1xx/204/205/304 response keeps neither.
     """
     status = response.status
-    headers = list(response.headers._list)
+    h = response._headers
+    if h is None and response.stream is None and status not in NO_BODY_STATUSES and status >= 200:
+        # the fields as __init__ made them: a Content-Type at most
+        fields = response._fields
+        length = str(len(response.body))
+        if fields:
+            return [fields[0], ("content-length", length)], True
+        return [("content-length", length), _default_type(response.body)], True
+    headers = list(response._fields if h is None else h._list)
     if status in NO_BODY_STATUSES or status < 200:
         return [kv for kv in headers if kv[0] not in ("content-type", "content-length")], False
     has_type = has_length = False
@@ -380,38 +415,52 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
         if not has_length:
             headers.append(("content-length", str(len(body))))
         if not has_type:
-            headers.append(
-                (
-                    "content-type",
-                    "application/octet-stream" if body else "text/plain; charset=utf-8",
-                )
-            )
+            headers.append(_default_type(body))
     elif not has_type:
         headers.append(("content-type", "application/octet-stream"))
     return headers, True
+
+
+def _default_type(body: bytes) -> tuple[str, str]:
+    """The Content-Type field of a complete body sent without one."""
+    return ("content-type", "application/octet-stream" if body else "text/plain; charset=utf-8")
 
 
 #: Encoded ``content-type`` fields, by value (a few media types serve most responses).
 _encoded_types: dict[str, tuple[bytes, bytes]] = {}
 
 
+def _encoded_type(value: str) -> tuple[bytes, bytes]:
+    pair = _encoded_types.get(value)
+    if pair is None:
+        pair = (b"content-type", value.encode("latin-1"))
+        if len(_encoded_types) < 64:
+            _encoded_types[value] = pair
+    return pair
+
+
 def wire_headers_bytes(response: Response) -> tuple[list[tuple[bytes, bytes]], bool]:
     """`wire_headers` as ASGI wants them: (name, value) pairs of bytes."""
     status = response.status
+    h = response._headers
+    if h is None and response.stream is None and status not in NO_BODY_STATUSES and status >= 200:
+        # the fields as __init__ made them: a Content-Type at most
+        fields = response._fields
+        length = (b"content-length", b"%d" % len(response.body))
+        if fields:
+            value = fields[0][1]
+            pair = _encoded_types.get(value) or _encoded_type(value)
+            return [pair, length], True
+        return [length, _default_type_bytes(response.body)], True
     if status in NO_BODY_STATUSES or status < 200:
         fields, has_body = wire_headers(response)
         return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields], has_body
     out = []
     has_type = has_length = False
-    for k, v in response.headers._list:
+    for k, v in response._fields if h is None else h._list:
         if k == "content-type":
             has_type = True
-            pair = _encoded_types.get(v)
-            if pair is None:
-                pair = (b"content-type", v.encode("latin-1"))
-                if len(_encoded_types) < 64:
-                    _encoded_types[v] = pair
-            out.append(pair)
+            out.append(_encoded_types.get(v) or _encoded_type(v))
             continue
         if k == "content-length":
             has_length = True
@@ -421,11 +470,14 @@ def wire_headers_bytes(response: Response) -> tuple[list[tuple[bytes, bytes]], b
         if not has_length:
             out.append((b"content-length", b"%d" % len(body)))
         if not has_type:
-            ctype = b"application/octet-stream" if body else b"text/plain; charset=utf-8"
-            out.append((b"content-type", ctype))
+            out.append(_default_type_bytes(body))
     elif not has_type:
         out.append((b"content-type", b"application/octet-stream"))
     return out, True
+
+
+def _default_type_bytes(body: bytes) -> tuple[bytes, bytes]:
+    return (b"content-type", b"application/octet-stream" if body else b"text/plain; charset=utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -439,7 +491,7 @@ def to_response(rv: Any) -> Response:
         return rv
     t = type(rv)
     if t is dict or t is list:
-        return JSONResponse(rv)
+        return _encoded_json(json_dumps(rv))  # JSONResponse(rv), built directly
     if t is str:
         return HTMLResponse(rv)
     if rv is None:
@@ -461,15 +513,16 @@ def to_response(rv: Any) -> Response:
     raise _not_a_response(rv)
 
 
-def _encoded_json(body: bytes) -> Response:
-    """A JSON response around `body`, already encoded (a model's): what
-    ``Response.__init__(body, media_type="application/json")`` makes, built directly."""
+_JSON_FIELD = ("content-type", "application/json")
+
+
+def _encoded_json(body: bytes, status: int = 200) -> Response:
+    """A JSON response around `body`, already encoded: what ``JSONResponse(data,
+    status)`` makes (`body` being ``json_dumps(data)``), built directly."""
     response = _new(JSONResponse)
-    response.status = 200
+    response.status = status
     response.body = body
-    h = _new(MutableHeaders)
-    h._list = [("content-type", "application/json")]
-    response.headers = h
+    response._fields = [_JSON_FIELD]
     return response
 
 
@@ -555,13 +608,9 @@ def error_response(exc: HTTPException, debug_text: str | None = None) -> Respons
             "the detail of an HTTPException(%d) is not JSON", status, exc_info=error
         )
         return error_response(HTTPException(500))
-    response = JSONResponse.__new__(JSONResponse)
-    response.status = status
-    response.body = body
-    h = _new_headers()
-    h._list.append(("content-type", "application/json"))
+    response = _encoded_json(body, status)
     if exc.headers:
+        h = response.headers
         for k, v in exc.headers.items():
             h[k] = v
-    response.headers = h
     return response

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -20,6 +21,9 @@ from microweb import (
     Response,
     StreamingResponse,
 )
+from microweb.datastructures import MutableHeaders
+from microweb.exceptions import HTTPException
+from microweb.responses import error_response, to_response, wire_headers, wire_headers_bytes
 
 from .conftest import MakeClient
 from .test_security import RawRequest, run_asgi, run_wsgi, wsgi_environ
@@ -334,6 +338,78 @@ def test_status_validation() -> None:
         Response(status=99)
     with pytest.raises(ValueError):
         Response(status="200")  # type: ignore[arg-type]
+
+    class Status(int):
+        pass
+
+    # the default 200 skips the check by identity: equal values are still checked
+    for status in (200.0, True, Status(200), Decimal(200)):
+        with pytest.raises(ValueError):
+            Response(status=status)  # type: ignore[arg-type]
+    assert Response(status=int("200")).status == 200
+
+
+_TEXT_DEFAULT = ("content-type", "application/octet-stream")
+
+
+def _made(kind: str) -> Response:
+    return {
+        "empty": lambda: Response(),
+        "bytes": lambda: Response(b"data"),
+        "text": lambda: PlainTextResponse("hi", 201),
+        "html": lambda: HTMLResponse(b""),
+        "json": lambda: JSONResponse({"a": 1}),
+        "media": lambda: Response("x", media_type="image/svg+xml"),
+        "media-text": lambda: Response("x", media_type="text/csv"),
+        "headers": lambda: Response(b"x", headers={"x-a": "1"}, media_type="text/plain"),
+        "own-length": lambda: Response(b"xy", headers={"content-length": "2"}),
+        "no-content": lambda: Response(b"", 204, media_type="text/plain"),
+        "not-modified": lambda: JSONResponse(None, 304),
+        "early": lambda: Response(b"", 103),
+        "redirect": lambda: RedirectResponse("/x"),
+        "stream": lambda: StreamingResponse(iter([b"a"])),
+        "stream-typed": lambda: StreamingResponse(iter([b"a"]), media_type="text/plain"),
+        "returned-dict": lambda: to_response({"a": [1, 2]}),
+        "error": lambda: error_response(HTTPException(404)),
+        "error-headers": lambda: error_response(HTTPException(405, headers={"Allow": "GET"})),
+    }[kind]()
+
+
+_KINDS = [
+    "empty", "bytes", "text", "html", "json", "media", "media-text", "headers", "own-length",
+    "no-content", "not-modified", "early", "redirect", "stream", "stream-typed",
+    "returned-dict", "error", "error-headers",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_fields_sent_do_not_depend_on_whether_headers_were_looked_at(kind: str) -> None:
+    # Until `headers` is first used, the adapters build the fields to send from
+    # what __init__ made without looking at each one: the same fields as after
+    # a look (both adapters' forms)
+    untouched, looked_at = _made(kind), _made(kind)
+    made = untouched._headers
+    assert looked_at.headers is looked_at.headers
+    assert wire_headers(untouched) == wire_headers(looked_at)
+    assert wire_headers_bytes(untouched) == wire_headers_bytes(looked_at)
+    assert untouched._headers is made  # (sending did not make the headers object)
+    assert list(untouched.headers.items()) == list(looked_at.headers.items())
+
+
+def test_a_returned_dict_is_a_json_response() -> None:
+    made, returned = JSONResponse({"a": "é"}), to_response({"a": "é"})
+    assert type(returned) is JSONResponse
+    assert (returned.status, returned.body) == (made.status, made.body)
+    assert list(returned.headers.items()) == list(made.headers.items())
+    assert returned.background is None and returned.stream is None
+
+
+def test_headers_can_be_replaced() -> None:
+    r = PlainTextResponse("x")
+    r.headers = MutableHeaders({"X-A": "1"})
+    assert wire_headers(r) == ([("x-a", "1"), ("content-length", "1"), _TEXT_DEFAULT], True)
+    r.headers = {"x-b": "2"}  # type: ignore[assignment]
+    assert list(r.headers.items()) == [("x-b", "2")]
 
 
 @pytest.mark.parametrize("chunk", [10, [104, 105], None, 3.5])
