@@ -47,7 +47,6 @@ __all__ = [
     "drive_async",
     "drive_sync",
     "is_direct",
-    "match_request",
     "target_response",
     "unrouted_response",
 ]
@@ -150,19 +149,6 @@ async def drive_async(gen: Generator[Step, Any, Any], runner: Runner) -> Any:
 # --------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------
-
-
-def match_request(app: App, request: Request, segments: list[str] | None = None) -> list[_Leaf]:
-    """Route `request` (sets `request.route` and `path_params`).
-
-    Returns, when no route answers its method, the trie leaves its path
-    matched (to build 405/426/501 answers); an empty list otherwise.
-    """
-    route, params, leaves = app._matcher.match(request.method, request.path, segments)
-    if route is not None:
-        request.route = route
-        request.path_params = params
-    return leaves
 
 
 def is_direct(app: App, route: Route | None) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import threading
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,6 @@ from ._pipeline import (
     dispatch,
     drive_async,
     handle_error,
-    match_request,
     server_error,
     target_response,
     unrouted_response,
@@ -63,6 +63,9 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
+
+#: A header field's name (C code: a membership test over the names runs no Python loop).
+_name = operator.itemgetter(0)
 
 #: Bodies up to this size are read on the loop before a sync handler's thread
 #: hop, so reading them there costs no round trip through the loop.
@@ -328,22 +331,28 @@ class ASGIAdapter:
             loop = running_loop()  # raises the error that says what is wrong
         channel = ASGIChannel(scope, receive, self.pool, loop)
         qs: bytes = scope.get("query_string", b"")
+        method = scope["method"]
+        route, params, leaves = app._matcher.match(method, path, segments)
         request = Request(
             app,
             channel,
-            scope["method"],
+            method,
             path,
             raw_path,
             qs.decode("latin-1") if qs else "",
             root_path,
             scope.get("scheme", "http"),
+            route,
+            params,
         )
+        if b"content-length" not in map(_name, scope["headers"]):
+            # no length to check: what `content_length` would find, with no
+            # Python loop over the fields
+            request._declared = None
         channel.request = request
         response: Response | None = None
         try:
             try:
-                leaves = match_request(app, request, segments)
-                route = request.route
                 if route is None:
                     response = unrouted_response(app, request, leaves) or await drive_async(
                         dispatch(app, request, channel, leaves), channel
@@ -353,8 +362,8 @@ class ASGIAdapter:
                     try:
                         if request._declared is _UNSET:
                             request._check_length()
-                        args, kwargs = route.arguments(request, request.path_params)
-                        response = to_response(await route.endpoint(*args, **kwargs))
+                        rv = await route.invoke(request)
+                        response = rv if isinstance(rv, Response) else to_response(rv)
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
                 elif route.body_first and route.is_async and app._hookless:
@@ -363,8 +372,7 @@ class ASGIAdapter:
                         if request._declared is _UNSET:
                             request._check_length()
                         await request.body()
-                        args, kwargs = route.arguments(request, request.path_params)
-                        response = to_response(await route.endpoint(*args, **kwargs))
+                        response = to_response(await route.invoke(request))
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
                 else:

@@ -240,6 +240,8 @@ class Request(HTTPConnection):
         query_string: str,
         root_path: str = "",
         scheme: str = "http",
+        route: Route | None = None,
+        path_params: dict[str, Any] | None = None,
     ) -> None:
         # the base's fields set here, not through super(): this runs per request
         self.app = app
@@ -250,8 +252,8 @@ class Request(HTTPConnection):
         self.query_string = query_string
         self.root_path = root_path
         self.scheme = scheme
-        self.path_params = {}
-        self.route = None
+        self.path_params = {} if path_params is None else path_params
+        self.route = route
         self._headers = None
         self._query = None
         self._cookies = None

@@ -112,6 +112,7 @@ class Route:
         "endpoint",
         "handler",
         "hints",
+        "invoke",
         "is_async",
         "methods",
         "name",
@@ -190,6 +191,10 @@ class Route:
         self.body_first = self.reads_body and self.plain and not self.reads_form
         if self.reads_body:
             self.plain = False  # (the adapters' first direct call reads no body)
+        #: ``invoke(conn)`` calls the endpoint with its arguments for `conn`: what
+        #: the adapters do when nothing but the handler runs (the pipeline yields
+        #: the endpoint and its `arguments` as a step instead).
+        self.invoke = _invoker(self)
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -413,6 +418,26 @@ def signature_and_hints(fn: Handler, websocket: bool) -> Analysed:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot read the signature of handler {_describe(fn)}") from exc
     return sig, type_hints(fn)
+
+
+def _invoker(route: Route) -> Callable[[Any], Any]:
+    """`Route.invoke`: ``route.endpoint(*args, **kwargs)`` with the arguments that
+    `Route.arguments` gives, each kind of call made without building them."""
+    call = route._call
+    if call == _CALL_REQUEST:
+        return lambda conn: route.endpoint(conn)
+    if call == _CALL_NONE:
+        return lambda conn: route.endpoint()
+    if call == _CALL_PARAMS:
+        return lambda conn: route.endpoint(**conn.path_params)
+    if call == _CALL_TYPED:
+        return lambda conn: route.endpoint(**route._bind(conn, conn.path_params))  # type: ignore[misc]
+
+    def general(conn: Any) -> Any:
+        args, kwargs = route.arguments(conn, conn.path_params)
+        return route.endpoint(*args, **kwargs)
+
+    return general
 
 
 def _analyse(

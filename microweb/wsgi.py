@@ -36,7 +36,6 @@ from ._pipeline import (
     dispatch,
     drive_sync,
     handle_error,
-    match_request,
     server_error,
     target_response,
     unrouted_response,
@@ -302,23 +301,25 @@ class WSGIAdapter:
                 return self._respond(response, environ, start_response, None)
         else:
             segments, raw_path = None, path
+        method = environ["REQUEST_METHOD"]
+        route, params, leaves = app._matcher.match(method, path, segments)
         channel = WSGIChannel(environ)
         request = Request(
             app,
             channel,
-            environ["REQUEST_METHOD"],
+            method,
             path,
             raw_path,
             environ.get("QUERY_STRING", ""),
             _decode_latin1_path(script) if (script := environ.get("SCRIPT_NAME")) else "",
             environ.get("wsgi.url_scheme", "http"),
+            route,
+            params,
         )
         if not environ.get("CONTENT_LENGTH"):
             # no length to check: what `content_length` would find, without its
             # three calls (a tenth of a small request's cost)
             request._declared = None
-        leaves = match_request(app, request, segments)
-        route = request.route
         if route is None:
             response = unrouted_response(app, request, leaves) or drive_sync(
                 dispatch(app, request, channel, leaves), channel.call_async
@@ -328,8 +329,8 @@ class WSGIAdapter:
             try:
                 if request._declared is _UNSET:
                     request._check_length()
-                args, kwargs = route.arguments(request, request.path_params)
-                response = to_response(route.endpoint(*args, **kwargs))
+                rv = route.invoke(request)
+                response = rv if isinstance(rv, Response) else to_response(rv)
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         elif route.body_first and not route.is_async and app._hookless:
@@ -338,8 +339,7 @@ class WSGIAdapter:
                 if request._declared is _UNSET:
                     request._check_length()
                 request.body()
-                args, kwargs = route.arguments(request, request.path_params)
-                response = to_response(route.endpoint(*args, **kwargs))
+                response = to_response(route.invoke(request))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import socket
 import uuid
 from decimal import Decimal
@@ -593,3 +595,77 @@ def test_routing_cost_does_not_depend_on_route_count() -> None:
     assert route is not None and route.name == "r1999"
     assert params == {"x": "a", "y": "b"}
     assert len(app._matcher._root.dynamic) == 0  # nothing to scan at the root
+
+
+def _handlers_of_every_call_kind(app: App, asynchronous: bool) -> None:
+    """One route per way a handler takes its arguments (see `Route.invoke`)."""
+
+    def none() -> str:
+        return "none"
+
+    def request_only(request: Request) -> str:
+        return f"request {request.path}"
+
+    def params(a: str, n: int) -> str:
+        return f"params {a} {n + 1}"
+
+    def general(n: int, request: Request) -> str:
+        return f"general {n} {request.method}"
+
+    def typed(n: int, q: int = 0) -> dict[str, int]:
+        return {"n": n, "q": q}
+
+    for path, fn in [
+        ("/none", none),
+        ("/request", request_only),
+        ("/params/{a}/{n:int}", params),
+        ("/general/{n:int}", general),
+        ("/typed/{n:int}", typed),
+    ]:
+        handler = fn
+        if asynchronous:
+
+            async def handler(*args: Any, _fn: Any = fn, **kwargs: Any) -> Any:
+                return _fn(*args, **kwargs)
+
+            functools.update_wrapper(handler, fn)
+            del handler.__wrapped__  # (signature() would follow it)
+            handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        app.get(path)(handler)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_handler_called_directly_gets_what_the_pipeline_gives_it(
+    make_client: MakeClient, asynchronous: bool
+) -> None:
+    # with no hook, the adapters call the handler themselves (Route.invoke);
+    # with one, the pipeline does (Route.arguments): the same arguments
+    direct, piped = App(), App()
+    _handlers_of_every_call_kind(direct, asynchronous)
+    _handlers_of_every_call_kind(piped, asynchronous)
+    hooked: list[str] = []
+    piped.before_request(lambda request: hooked.append(request.path))
+    answers = {}
+    for app in (direct, piped):
+        client = make_client(app)
+        answers[app] = [
+            (r.status_code, r.text)
+            for r in (
+                client.get("/none"),
+                client.get("/request"),
+                client.get("/params/x/41"),
+                client.get("/general/7"),
+                client.get("/typed/3?q=4"),
+                client.get("/typed/3?q=x"),
+            )
+        ]
+    assert answers[direct] == answers[piped]
+    assert answers[direct][:5] == [
+        (200, "none"),
+        (200, "request /request"),
+        (200, "params x 42"),
+        (200, "general 7 GET"),
+        (200, '{"n":3,"q":4}'),
+    ]
+    assert answers[direct][5][0] == 422
+    assert len(hooked) == 6  # (the second app did take the pipeline)
