@@ -47,6 +47,8 @@ __all__ = [
     "drive_async",
     "drive_sync",
     "is_direct",
+    "not_found",
+    "plain_not_found",
     "target_response",
     "unrouted_response",
 ]
@@ -161,6 +163,27 @@ def is_direct(app: App, route: Route | None) -> bool:
     return route is not None and app._hookless and route.plain
 
 
+def plain_not_found(app: App, path: str, leaves: list[_Leaf]) -> bool:
+    """Whether a request no route takes gets the shared 404 whatever else it holds:
+    no route has its path (for another method), no slash redirect can apply, and no
+    hook, middleware or error handler could change the answer. The adapters then
+    send `not_found()` without making a Request, when the request declares no body
+    length (a malformed or too large one gets its 400 or 413 first)."""
+    return (
+        not leaves
+        and app._hookless
+        and not app._has_error_handlers
+        and not _may_redirect(app, path)
+    )
+
+
+def _may_redirect(app: App, path: str) -> bool:
+    """Whether `path` may be redirected to the other form of its trailing slash."""
+    return (
+        app.redirect_slashes and path != "/" and (path.endswith("/") or app._matcher.slash_routes)
+    )
+
+
 def unrouted_response(app: App, request: Request, leaves: list[_Leaf]) -> Response | None:
     """The answer to a request no route takes (404, 405, OPTIONS, a slash redirect...)
     when no hook, middleware or error handler could change it; else None."""
@@ -173,7 +196,7 @@ def unrouted_response(app: App, request: Request, leaves: list[_Leaf]) -> Respon
     except HTTPException as error:
         exc = error
     if exc is None:
-        return _not_found()  # nothing can change it: one shared response
+        return not_found()  # nothing can change it: one shared response
     if type(exc) is _Redirect:
         return Response(b"", exc.status, exc.headers)
     return error_response(exc)
@@ -206,13 +229,12 @@ def target_response(app: App, method: str, target: str) -> Response:
     return error_response(HTTPException(400, "The request target must be a path"))
 
 
-_NOT_FOUND: list[Response] = []
+_NOT_FOUND = error_response(HTTPException(404))
 
 
-def _not_found() -> Response:
-    if not _NOT_FOUND:
-        _NOT_FOUND.append(error_response(HTTPException(404)))
-    return _NOT_FOUND[0]
+def not_found() -> Response:
+    """The shared 404 response (one object: nothing ever changes it)."""
+    return _NOT_FOUND
 
 
 def dispatch(app: App, request: Request, runner: Runner, leaves: list[_Leaf]) -> Flow:
@@ -330,7 +352,7 @@ def _answer_no_route(app: App, request: Request, leaves: list[_Leaf]) -> HTTPExc
             return _Redirect(204, headers={"Allow": allow})
         return HTTPException(405, headers={"Allow": allow})
     path = request.path
-    if app.redirect_slashes and path != "/" and (path.endswith("/") or app._matcher.slash_routes):
+    if _may_redirect(app, path):
         other = path[:-1] if path.endswith("/") else path + "/"
         route, _, other_leaves = app._matcher.match(request.method, other)
         if route is not None or other_leaves:

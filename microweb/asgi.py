@@ -41,6 +41,8 @@ from ._pipeline import (
     dispatch,
     drive_async,
     handle_error,
+    not_found,
+    plain_not_found,
     server_error,
     target_response,
     unrouted_response,
@@ -309,7 +311,7 @@ class ASGIAdapter:
             running_loop()  # a clear error under trio
             failure = await self._lazy_startup()
             if failure is not None:
-                await _send_plain(send, failure)
+                await _send_plain(send, failure, scope["method"])
                 return
         raw: bytes | None = scope.get("raw_path")
         try:
@@ -323,16 +325,21 @@ class ASGIAdapter:
             else:
                 path, segments, raw_path, root_path = _paths(scope)
         except NotOriginForm as exc:  # never routed, never in a URL
-            await _send_plain(send, target_response(app, scope["method"], exc.target))
+            method = scope["method"]
+            await _send_plain(send, target_response(app, method, exc.target), method)
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = running_loop()  # raises the error that says what is wrong
-        channel = ASGIChannel(scope, receive, self.pool, loop)
-        qs: bytes = scope.get("query_string", b"")
         method = scope["method"]
         route, params, leaves = app._matcher.match(method, path, segments)
+        declares_length = b"content-length" in map(_name, scope["headers"])
+        if route is None and not declares_length and plain_not_found(app, path, leaves):
+            await _send_plain(send, not_found(), method)
+            return
+        channel = ASGIChannel(scope, receive, self.pool, loop)
+        qs: bytes = scope.get("query_string", b"")
         request = Request(
             app,
             channel,
@@ -345,9 +352,9 @@ class ASGIAdapter:
             route,
             params,
         )
-        if b"content-length" not in map(_name, scope["headers"]):
-            # no length to check: what `content_length` would find, with no
-            # Python loop over the fields
+        if not declares_length:
+            # no length to check: what `content_length` would find, found with
+            # no Python loop over the fields
             request._declared = None
         channel.request = request
         response: Response | None = None
@@ -546,10 +553,12 @@ def _being_cancelled() -> bool:
     return cancelling is not None and bool(cancelling())
 
 
-async def _send_plain(send: Send, response: Response) -> None:
-    headers, _ = wire_headers_bytes(response)
+async def _send_plain(send: Send, response: Response, method: str = "") -> None:
+    """Send a complete response that no Request was made for."""
+    headers, has_body = wire_headers_bytes(response)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+    body = response.body if has_body and method != "HEAD" else b""
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _aclose(stream: Iterable[Any] | AsyncIterable[Any]) -> None:

@@ -36,6 +36,8 @@ from ._pipeline import (
     dispatch,
     drive_sync,
     handle_error,
+    not_found,
+    plain_not_found,
     server_error,
     target_response,
     unrouted_response,
@@ -303,6 +305,12 @@ class WSGIAdapter:
             segments, raw_path = None, path
         method = environ["REQUEST_METHOD"]
         route, params, leaves = app._matcher.match(method, path, segments)
+        if (
+            route is None
+            and not environ.get("CONTENT_LENGTH")
+            and plain_not_found(app, path, leaves)
+        ):
+            return self._respond(not_found(), environ, start_response, None)
         channel = WSGIChannel(environ)
         request = Request(
             app,

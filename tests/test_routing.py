@@ -669,3 +669,57 @@ def test_a_handler_called_directly_gets_what_the_pipeline_gives_it(
     ]
     assert answers[direct][5][0] == 422
     assert len(hooked) == 6  # (the second app did take the pipeline)
+
+
+def test_requests_no_route_takes_get_what_the_pipeline_gives_them(
+    make_client: MakeClient,
+) -> None:
+    # An app with nothing that could change a 404 sends its shared 404 without
+    # making a Request; one with a hook takes the pipeline: the same answers
+    def build(hooked: bool) -> App:
+        app = App(max_body_size=10)
+
+        @app.get("/")
+        def home() -> str:
+            return "home"
+
+        @app.post("/items/{n:int}")
+        def item(n: int) -> int:
+            return n
+
+        @app.get("/slash/")
+        def slash() -> str:
+            return "slash"
+
+        if hooked:
+            app.before_request(lambda request: None)
+        return app
+
+    requests: list[tuple[str, str, dict[str, str], bytes | None]] = [
+        ("GET", "/nope", {}, None),
+        ("HEAD", "/nope", {}, None),
+        ("POST", "/nope", {}, b"12345"),
+        ("POST", "/nope", {}, b"x" * 11),
+        ("GET", "/items/1", {}, None),
+        ("OPTIONS", "/items/1", {}, None),
+        ("GET", "/items/x", {}, None),
+        ("GET", "/slash", {}, None),
+        ("GET", "/nope/", {}, None),
+        ("GET", "/a%00b", {}, None),
+        ("DELETE", "/", {}, None),
+    ]
+    answers = []
+    for hooked in (False, True):
+        client = make_client(build(hooked))
+        answers.append(
+            [
+                (r.status_code, sorted(r.headers.items()), r.content)
+                for method, path, headers, body in requests
+                for r in [client.request(method, path, headers=headers, content=body)]
+            ]
+        )
+    assert answers[0] == answers[1]
+    statuses = [a[0] for a in answers[0]]
+    assert statuses == [404, 404, 404, 413, 405, 204, 404, 308, 404, 404, 405]
+    assert answers[0][1][2] == b""  # HEAD: no body
+    assert answers[0][0][2] == b'{"detail":"Not Found"}'

@@ -814,6 +814,36 @@ def test_bad_content_length_is_400(via: str, kind: str, length: str) -> None:
     assert seen == []  # refused before the handler ran
 
 
+@pytest.mark.parametrize("length", ["x", "-1", "9" * 19, "11"], ids=repr)
+def test_a_bad_or_too_large_length_is_refused_where_no_route_is(via: str, length: str) -> None:
+    # a request no route takes gets the shared 404 without a Request made for it
+    # only when it declares no length: one that does is checked first
+    app = App(max_body_size=10)
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    header = (b"content-length", length.encode())
+    raw = send(app, RawRequest(b"/nope", "POST", [header], [b"x" * 11]), via)
+    assert_4xx(raw, 413 if length == "11" else 400)
+
+
+def test_a_head_request_no_route_takes_gets_no_body(via: str) -> None:
+    app = App()
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    for hooked in (False, True):  # the shared 404, and the pipeline's
+        if hooked:
+            app.before_request(lambda request: None)
+        raw = send(app, RawRequest(b"/nope", "HEAD"), via)
+        assert (raw.status, raw.body) == (404, b"")
+        assert raw.header("content-length") == str(len(b'{"detail":"Not Found"}'))
+
+
 @KIND
 @pytest.mark.parametrize("length", ["\uff13", "\u0663", "\u00b3", "+3", " 3", "3\x0b"], ids=repr)
 def test_a_wsgi_server_passing_a_lenient_length_through(kind: str, length: str) -> None:
