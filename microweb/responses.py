@@ -163,6 +163,10 @@ class Response:
         if status is not _OK and (type(status) is not int or not 100 <= status <= 599):
             raise ValueError(f"status must be an int in 100..599, not {status!r}")
         self.status = status
+        # set on the instance, though the class has them: an instance's own
+        # attribute is read faster than its class's, and the adapters read these
+        self.stream = None
+        self._headers = None
         kind = type(content)
         if kind is bytes:
             self.body = content
@@ -183,8 +187,7 @@ class Response:
             ct = self._class_content_type if media_type is None else _content_type(media_type)
             if ct is not None and "content-type" not in h:
                 h._list.append(("content-type", ct))
-        if background is not None:
-            self.background = _checked(background)
+        self.background = None if background is None else _checked(background)
 
     @property
     def headers(self) -> MutableHeaders:
@@ -397,10 +400,11 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
     if h is None and response.stream is None and status not in NO_BODY_STATUSES and status >= 200:
         # the fields as __init__ made them: a Content-Type at most
         fields = response._fields
-        length = str(len(response.body))
+        n = len(response.body)
+        length = _lengths.get(n) or _length(n)
         if fields:
-            return [fields[0], ("content-length", length)], True
-        return [("content-length", length), _default_type(response.body)], True
+            return [fields[0], length], True
+        return [length, _default_type(response.body)], True
     headers = list(response._fields if h is None else h._list)
     if status in NO_BODY_STATUSES or status < 200:
         return [kv for kv in headers if kv[0] not in ("content-type", "content-length")], False
@@ -419,6 +423,26 @@ def wire_headers(response: Response) -> tuple[list[tuple[str, str]], bool]:
     elif not has_type:
         headers.append(("content-type", "application/octet-stream"))
     return headers, True
+
+
+#: Content-Length fields of the sizes sent lately (formatting one costs more
+#: than a dict lookup): at most 1,024 of each kind, the first sizes met.
+_lengths: dict[int, tuple[str, str]] = {}
+_lengths_bytes: dict[int, tuple[bytes, bytes]] = {}
+
+
+def _length(n: int) -> tuple[str, str]:
+    field = ("content-length", str(n))
+    if len(_lengths) < 1024:
+        _lengths[n] = field
+    return field
+
+
+def _length_bytes(n: int) -> tuple[bytes, bytes]:
+    field = (b"content-length", b"%d" % n)
+    if len(_lengths_bytes) < 1024:
+        _lengths_bytes[n] = field
+    return field
 
 
 def _default_type(body: bytes) -> tuple[str, str]:
@@ -446,7 +470,8 @@ def wire_headers_bytes(response: Response) -> tuple[list[tuple[bytes, bytes]], b
     if h is None and response.stream is None and status not in NO_BODY_STATUSES and status >= 200:
         # the fields as __init__ made them: a Content-Type at most
         fields = response._fields
-        length = (b"content-length", b"%d" % len(response.body))
+        n = len(response.body)
+        length = _lengths_bytes.get(n) or _length_bytes(n)
         if fields:
             value = fields[0][1]
             pair = _encoded_types.get(value) or _encoded_type(value)
@@ -521,8 +546,11 @@ def _encoded_json(body: bytes, status: int = 200) -> Response:
     status)`` makes (`body` being ``json_dumps(data)``), built directly."""
     response = _new(JSONResponse)
     response.status = status
+    response.stream = None
+    response._headers = None
     response.body = body
     response._fields = [_JSON_FIELD]
+    response.background = None
     return response
 
 
