@@ -318,19 +318,32 @@ def _quote_segment(text: str) -> str:
 class _Leaf:
     """The routes that end at one trie node."""
 
-    __slots__ = ("_allow", "routes", "websocket")
+    __slots__ = ("_allow", "answers", "routes", "websocket")
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.websocket: Route | None = None
         self._allow: str | None = None
+        #: The route for each method (HEAD: GET's, unless a route takes HEAD),
+        #: and for None, the WebSocket route: a match is one lookup.
+        self.answers: dict[str | None, Route] = {}
 
-    def lookup(self, method: str) -> Route | None:
-        routes = self.routes
-        route = routes.get(method)
-        if route is None and method == "HEAD":
-            return routes.get("GET")
-        return route
+    def add(self, route: Route) -> None:
+        """Add `route` (the first route added for a method keeps it)."""
+        if route.websocket:
+            if self.websocket is None:
+                self.websocket = route
+        else:
+            for method in route.methods:
+                self.routes.setdefault(method, route)
+        answers: dict[str | None, Route] = {}
+        answers.update(self.routes)
+        if "HEAD" not in answers and "GET" in answers:
+            answers["HEAD"] = answers["GET"]
+        if self.websocket is not None:
+            answers[None] = self.websocket
+        self.answers = answers
+
 
     def methods(self) -> set[str]:
         methods = set(self.routes)
@@ -414,15 +427,10 @@ class Matcher:
                 fn = spec.converter.match if isinstance(spec, _Param) else spec.match
                 node.dynamic.append((spec, fn, child))
                 node = child
-        if node.leaf is None:
-            node.leaf = _Leaf()
         leaf = node.leaf
-        if route.websocket:
-            if leaf.websocket is None:
-                leaf.websocket = route
-        else:
-            for method in route.methods:
-                leaf.routes.setdefault(method, route)
+        if leaf is None:
+            leaf = node.leaf = _Leaf()
+        leaf.add(route)
         if all(isinstance(s, _Static) for s in route.segments):
             self._static["/" + "/".join(s.text for s in route.segments)] = leaf  # type: ignore[union-attr]
 
@@ -439,7 +447,7 @@ class Matcher:
         if segments is None:
             leaf = self._static.get(path)
             if leaf is not None:
-                route = leaf.websocket if method is None else leaf.lookup(method)
+                route = leaf.answers.get(method)
                 if route is not None:
                     return route, {}, _NO_LEAVES
             segments = path.split("/")
@@ -466,7 +474,7 @@ def _search(
         leaf = node.leaf
         if leaf is None:
             return None
-        route = leaf.websocket if method is None else leaf.lookup(method)
+        route = leaf.answers.get(method)
         if route is None:
             partial.append(leaf)
             return None

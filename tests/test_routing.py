@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from microweb import App, Request, Router
+from microweb import App, Request, Response, Router
 from microweb._matching import Matcher
 
 from .conftest import MakeClient
@@ -723,3 +723,34 @@ def test_requests_no_route_takes_get_what_the_pipeline_gives_them(
     assert statuses == [404, 404, 404, 413, 405, 204, 404, 308, 404, 404, 405]
     assert answers[0][1][2] == b""  # HEAD: no body
     assert answers[0][0][2] == b'{"detail":"Not Found"}'
+
+
+@pytest.mark.parametrize("head_first", [False, True])
+def test_a_head_route_answers_head_whatever_the_order(
+    make_client: MakeClient, head_first: bool
+) -> None:
+    # HEAD goes to GET's route unless a route takes HEAD itself, on static
+    # and parametrized paths alike
+    app = App()
+    for path in ("/static", "/p/{x}"):
+
+        def get(request: Request) -> Response:
+            return Response(b"get", headers={"x-by": "get"})
+
+        def head(request: Request) -> Response:
+            return Response(b"", headers={"x-by": "head"})
+
+        pairs = [("HEAD", head), ("GET", get)]
+        for method, fn in pairs if head_first else pairs[::-1]:
+            app.route(path, methods=[method], name=f"{method}{path}")(fn)
+
+    @app.get("/only-get")
+    def only_get() -> Response:
+        return Response(b"g", headers={"x-by": "get"})
+
+    client = make_client(app)
+    for path in ("/static", "/p/1"):
+        assert client.head(path).headers["x-by"] == "head"
+        assert client.get(path).headers["x-by"] == "get"
+    r = client.head("/only-get")
+    assert (r.status_code, r.headers["x-by"], r.content) == (200, "get", b"")
