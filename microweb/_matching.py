@@ -344,7 +344,6 @@ class _Leaf:
             answers[None] = self.websocket
         self.answers = answers
 
-
     def methods(self) -> set[str]:
         methods = set(self.routes)
         if "GET" in methods:
