@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import operator
-import threading
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +64,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
-#: A header field's name (C code: a membership test over the names runs no Python loop).
-_name = operator.itemgetter(0)
+_get_running_loop = asyncio._get_running_loop
 
 #: Bodies up to this size are read on the loop before a sync handler's thread
 #: hop, so reading them there costs no round trip through the loop.
@@ -126,15 +123,14 @@ class ScopeHeaders(Headers):
 class LoopRunner:
     """Runs the pipeline's steps for code on one event loop (the `Runner` protocol)."""
 
-    __slots__ = ("_loop", "_pool", "_tid")
+    __slots__ = ("_loop", "_pool")
 
     def __init__(self, pool: WorkerPool, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
         self._loop = loop
-        self._tid = threading.get_ident()
 
     def on_loop(self) -> bool:
-        return threading.get_ident() == self._tid
+        return _get_running_loop() is self._loop
 
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         # from a pool thread: the coroutine's own sync work comes back to this
@@ -162,28 +158,34 @@ _tasks: set[asyncio.Task[Any]] = set()
 
 
 class ASGIChannel(LoopRunner):
-    """A request's view of its scope and `receive`; also its `Runner`."""
+    """A request's view of its scope and `receive`; also its `Runner`.
 
-    __slots__ = ("disconnected", "listener", "more_body", "receive", "request", "scope")
+    Made for every request: the state below starts as the class's (no slots),
+    so making one sets four attributes, not eight.
+    """
 
     protocol = "asgi"
     environ = None
     #: The body is read natively by async code (see `Request.form`).
     native_async = True
+    #: Whether body messages may still come.
+    more_body = True
+    #: Whether the client has left (``http.disconnect`` received).
+    disconnected = False
+    #: The request, while it is answered (`run_segment` pre-reads its body).
+    request: Request | None = None
+    #: While a response streams, what receives the messages (the body included).
+    listener: Listener | None = None
+    scope: Scope
+    receive: Receive
 
     def __init__(
         self, scope: Scope, receive: Receive, pool: WorkerPool, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._pool = pool  # LoopRunner's fields, set here: this runs per request
         self._loop = loop
-        self._tid = threading.get_ident()
         self.scope = scope
         self.receive = receive
-        self.more_body = True
-        self.disconnected = False
-        self.request: Request | None = None
-        #: While a response streams, what receives the messages (the body included).
-        self.listener: Listener | None = None
 
     # -- Channel
     def headers(self) -> Headers:
@@ -334,7 +336,11 @@ class ASGIAdapter:
             loop = running_loop()  # raises the error that says what is wrong
         method = scope["method"]
         route, params, leaves = app._matcher.match(method, path, segments)
-        declares_length = b"content-length" in map(_name, scope["headers"])
+        declares_length = False
+        for name, _ in scope["headers"]:  # (faster than any C-level test over a few fields)
+            if name == b"content-length":
+                declares_length = True
+                break
         if route is None and not declares_length and plain_not_found(app, path, leaves):
             await _send_plain(send, not_found(), method)
             return
@@ -353,8 +359,7 @@ class ASGIAdapter:
             params,
         )
         if not declares_length:
-            # no length to check: what `content_length` would find, found with
-            # no Python loop over the fields
+            # no length to check: what `content_length` would find
             request._declared = None
         channel.request = request
         response: Response | None = None
