@@ -341,9 +341,44 @@ class ASGIAdapter:
             if name == b"content-length":
                 declares_length = True
                 break
-        if route is None and not declares_length and plain_not_found(app, path, leaves):
-            await _send_plain(send, not_found(), method)
-            return
+        response: Response | None = None
+        raised: BaseException | None = None
+        if route is None:
+            if not declares_length and plain_not_found(app, path, leaves):
+                await _send_plain(send, not_found(), method)
+                return
+        elif (
+            not route.needs_conn
+            and route.is_async
+            and route.plain
+            and app._hookless
+            and not declares_length
+        ):
+            # Nothing but the handler runs, and it takes nothing from the request
+            # but its path parameters: no Request is made, unless the handler
+            # fails or its response needs one (a stream, a file).
+            try:
+                rv = await route.invoke(None, params)
+                response = rv if isinstance(rv, Response) else to_response(rv)
+            except (Exception, asyncio.CancelledError) as exc:
+                raised = exc  # answered below, as if raised there
+            else:
+                if response.stream is None and not response._finalizes:
+                    try:
+                        headers, has_body = wire_headers_bytes(response)
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": response.status,
+                                "headers": headers,
+                            }
+                        )
+                        body = response.body if has_body and method != "HEAD" else b""
+                        await send({"type": "http.response.body", "body": body})
+                    finally:
+                        if response.background is not None:
+                            await self._run_background(response.background)
+                    return
         channel = ASGIChannel(scope, receive, self.pool, loop)
         qs: bytes = scope.get("query_string", b"")
         request = Request(
@@ -362,10 +397,15 @@ class ASGIAdapter:
             # no length to check: what `content_length` would find
             request._declared = None
         channel.request = request
-        response: Response | None = None
         try:
             try:
-                if route is None:
+                if response is not None:
+                    pass  # the handler's, made above: sent with the request it needs
+                elif raised is not None:
+                    if not isinstance(raised, Exception):
+                        raise raised  # (a CancelledError: see below)
+                    response = await drive_async(handle_error(app, request, raised), channel)
+                elif route is None:
                     response = unrouted_response(app, request, leaves) or await drive_async(
                         dispatch(app, request, channel, leaves), channel
                     )
@@ -374,7 +414,7 @@ class ASGIAdapter:
                     try:
                         if request._declared is _UNSET:
                             request._check_length()
-                        rv = await route.invoke(request)
+                        rv = await route.invoke(request, params)
                         response = rv if isinstance(rv, Response) else to_response(rv)
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
@@ -384,7 +424,7 @@ class ASGIAdapter:
                         if request._declared is _UNSET:
                             request._check_length()
                         await request.body()
-                        response = to_response(await route.invoke(request))
+                        response = to_response(await route.invoke(request, params))
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
                 else:

@@ -116,6 +116,7 @@ class Route:
         "is_async",
         "methods",
         "name",
+        "needs_conn",
         "param_names",
         "path",
         "plain",
@@ -191,10 +192,14 @@ class Route:
         self.body_first = self.reads_body and self.plain and not self.reads_form
         if self.reads_body:
             self.plain = False  # (the adapters' first direct call reads no body)
-        #: ``invoke(conn)`` calls the endpoint with its arguments for `conn`: what
-        #: the adapters do when nothing but the handler runs (the pipeline yields
-        #: the endpoint and its `arguments` as a step instead).
+        #: ``invoke(conn, params)`` calls the endpoint with its arguments for `conn`
+        #: and its path parameters: what the adapters do when nothing but the
+        #: handler runs (the pipeline yields the endpoint and its `arguments` as
+        #: a step instead).
         self.invoke = _invoker(self)
+        #: Whether the handler takes anything from the request but its path
+        #: parameters (when not, and nothing but it runs, no Request is made).
+        self.needs_conn = self._call not in (_CALL_NONE, _CALL_PARAMS)
 
     def arguments(
         self, conn: Any, params: dict[str, Any]
@@ -420,21 +425,22 @@ def signature_and_hints(fn: Handler, websocket: bool) -> Analysed:
     return sig, type_hints(fn)
 
 
-def _invoker(route: Route) -> Callable[[Any], Any]:
+def _invoker(route: Route) -> Callable[[Any, dict[str, Any]], Any]:
     """`Route.invoke`: ``route.endpoint(*args, **kwargs)`` with the arguments that
-    `Route.arguments` gives, each kind of call made without building them."""
+    ``route.arguments(conn, params)`` gives, each kind of call made without
+    building them (`conn` is not used when the handler takes nothing from it)."""
     call = route._call
     if call == _CALL_REQUEST:
-        return lambda conn: route.endpoint(conn)
+        return lambda conn, params: route.endpoint(conn)
     if call == _CALL_NONE:
-        return lambda conn: route.endpoint()
+        return lambda conn, params: route.endpoint()
     if call == _CALL_PARAMS:
-        return lambda conn: route.endpoint(**conn.path_params)
+        return lambda conn, params: route.endpoint(**params)
     if call == _CALL_TYPED:
-        return lambda conn: route.endpoint(**route._bind(conn, conn.path_params))  # type: ignore[misc]
+        return lambda conn, params: route.endpoint(**route._bind(conn, params))  # type: ignore[misc]
 
-    def general(conn: Any) -> Any:
-        args, kwargs = route.arguments(conn, conn.path_params)
+    def general(conn: Any, params: dict[str, Any]) -> Any:
+        args, kwargs = route.arguments(conn, params)
         return route.endpoint(*args, **kwargs)
 
     return general

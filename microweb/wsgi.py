@@ -299,18 +299,36 @@ class WSGIAdapter:
             try:
                 path, segments, raw_path = _paths(environ)
             except NotOriginForm as exc:  # never routed, never in a URL
-                response = target_response(app, environ["REQUEST_METHOD"], exc.target)
-                return self._respond(response, environ, start_response, None)
+                answer = target_response(app, environ["REQUEST_METHOD"], exc.target)
+                return self._respond(answer, environ, start_response, None)
         else:
             segments, raw_path = None, path
         method = environ["REQUEST_METHOD"]
         route, params, leaves = app._matcher.match(method, path, segments)
-        if (
-            route is None
-            and not environ.get("CONTENT_LENGTH")
-            and plain_not_found(app, path, leaves)
+        declares_length = bool(environ.get("CONTENT_LENGTH"))
+        response: Response | None = None
+        failure: Exception | None = None
+        if route is None:
+            if not declares_length and plain_not_found(app, path, leaves):
+                return self._respond(not_found(), environ, start_response, None)
+        elif (
+            not route.needs_conn
+            and not route.is_async
+            and route.plain
+            and app._hookless
+            and not declares_length
         ):
-            return self._respond(not_found(), environ, start_response, None)
+            # Nothing but the handler runs, and it takes nothing from the request
+            # but its path parameters: no Request is made, unless the handler
+            # fails or its response needs one (a stream, a file).
+            try:
+                rv = route.invoke(None, params)
+                response = rv if isinstance(rv, Response) else to_response(rv)
+            except Exception as exc:
+                failure = exc
+            else:
+                if response.stream is None and not response._finalizes:
+                    return self._respond(response, environ, start_response, None)
         channel = WSGIChannel(environ)
         request = Request(
             app,
@@ -324,11 +342,15 @@ class WSGIAdapter:
             route,
             params,
         )
-        if not environ.get("CONTENT_LENGTH"):
+        if not declares_length:
             # no length to check: what `content_length` would find, without its
             # three calls (a tenth of a small request's cost)
             request._declared = None
-        if route is None:
+        if response is not None:
+            pass  # the handler's, made above: sent with the request it needs
+        elif failure is not None:
+            response = drive_sync(handle_error(app, request, failure), channel.call_async)
+        elif route is None:
             response = unrouted_response(app, request, leaves) or drive_sync(
                 dispatch(app, request, channel, leaves), channel.call_async
             )
@@ -337,7 +359,7 @@ class WSGIAdapter:
             try:
                 if request._declared is _UNSET:
                     request._check_length()
-                rv = route.invoke(request)
+                rv = route.invoke(request, params)
                 response = rv if isinstance(rv, Response) else to_response(rv)
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
@@ -347,7 +369,7 @@ class WSGIAdapter:
                 if request._declared is _UNSET:
                     request._check_length()
                 request.body()
-                response = to_response(route.invoke(request))
+                response = to_response(route.invoke(request, params))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import socket
@@ -11,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from microweb import App, Request, Response, Router
+from microweb import (
+    App,
+    BackgroundTask,
+    FileResponse,
+    HTTPException,
+    PlainTextResponse,
+    Request,
+    Response,
+    Router,
+    StreamingResponse,
+)
 from microweb._matching import Matcher
 
 from .conftest import MakeClient
@@ -754,3 +765,104 @@ def test_a_head_route_answers_head_whatever_the_order(
         assert client.get(path).headers["x-by"] == "get"
     r = client.head("/only-get")
     assert (r.status_code, r.headers["x-by"], r.content) == (200, "get", b"")
+
+
+def _requestless_app(path: Any, asynchronous: bool, hooked: bool, ran: list[str]) -> App:
+    """Handlers that take nothing from the request (at most path parameters)."""
+    app = App()
+
+    @app.exception_handler(418)
+    def teapot(request: Request, exc: HTTPException) -> Response:
+        return Response(f"teapot at {request.path}".encode(), 418, {"x-handled": "1"})
+
+    def text(n: int) -> str:
+        return f"n={n}"
+
+    def fails(kind: str) -> Any:
+        if kind == "teapot":
+            raise HTTPException(418, headers={"x-raised": "1"})
+        if kind == "http":
+            raise HTTPException(409, "conflict")
+        if kind == "cancelled":
+            raise asyncio.CancelledError  # an error of the handler, not a cancellation
+        raise ValueError(kind)
+
+    def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"a", b"b"]), media_type="text/plain")
+
+    def file() -> FileResponse:
+        return FileResponse(path)
+
+    def later() -> PlainTextResponse:
+        return PlainTextResponse("soon", background=BackgroundTask(ran.append, "bg"))
+
+    def nothing() -> None:
+        return None
+
+    for route, fn in [
+        ("/text/{n:int}", text),
+        ("/fails/{kind}", fails),
+        ("/stream", stream),
+        ("/file", file),
+        ("/later", later),
+        ("/nothing", nothing),
+    ]:
+        handler = fn
+        if asynchronous:
+
+            async def handler(*args: Any, _fn: Any = fn, **kwargs: Any) -> Any:
+                return _fn(*args, **kwargs)
+
+            functools.update_wrapper(handler, fn)
+            del handler.__wrapped__  # (signature() would follow it)
+            handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        app.route(route, methods=["GET", "POST"], name=fn.__name__)(handler)
+    if hooked:
+        app.before_request(lambda request: None)
+    return app
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_handler_that_takes_no_request_answers_as_the_pipeline_does(
+    make_client: MakeClient, tmp_path: Any, asynchronous: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With no hook, a handler that takes nothing from the request is called
+    # without a Request made for it (one is made when it fails or its response
+    # needs one); with a hook, the pipeline runs it: the same answers.
+    requests: list[tuple[str, str, dict[str, str], bytes | None]] = [
+        ("GET", "/text/41", {}, None),
+        ("HEAD", "/text/41", {}, None),
+        ("POST", "/text/41", {}, b"a body"),
+        ("GET", "/fails/teapot", {}, None),
+        ("GET", "/fails/http", {}, None),
+        ("GET", "/fails/value", {}, None),
+        # (async code only: a CancelledError is an asyncio thing)
+        ("GET", "/fails/cancelled" if asynchronous else "/fails/value", {}, None),
+        ("GET", "/stream", {}, None),
+        ("HEAD", "/stream", {}, None),
+        ("GET", "/file", {"range": "bytes=2-4"}, None),
+        ("GET", "/file", {"if-none-match": "*"}, None),
+        ("GET", "/later", {}, None),
+        ("GET", "/nothing", {}, None),
+    ]
+    answers, ran = [], []
+    path = tmp_path / "file.txt"
+    path.write_bytes(b"0123456789")
+    for hooked in (False, True):
+        client = make_client(_requestless_app(path, asynchronous, hooked, ran))
+        answers.append(
+            [
+                (r.status_code, sorted(r.headers.items()), r.content)
+                for method, path, headers, body in requests
+                for r in [client.request(method, path, headers=headers, content=body)]
+            ]
+        )
+    assert answers[0] == answers[1]
+    statuses = [a[0] for a in answers[0]]
+    assert statuses == [200, 200, 200, 418, 409, 500, 500, 200, 200, 206, 304, 200, 204]
+    assert answers[0][3][2] == b"teapot at /fails/teapot"
+    assert ("x-raised", "1") in answers[0][3][1]
+    assert answers[0][9][2] == b"234"
+    assert ran == ["bg", "bg"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 4  # value and cancelled, with and without the hook
