@@ -330,10 +330,6 @@ class ASGIAdapter:
             method = scope["method"]
             await _send_plain(send, target_response(app, method, exc.target), method)
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = running_loop()  # raises the error that says what is wrong
         method = scope["method"]
         route, params, leaves = app._matcher.match(method, path, segments)
         declares_length = False
@@ -379,6 +375,10 @@ class ASGIAdapter:
                         if response.background is not None:
                             await self._run_background(response.background)
                     return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = running_loop()  # raises the error that says what is wrong
         channel = ASGIChannel(scope, receive, self.pool, loop)
         qs: bytes = scope.get("query_string", b"")
         request = Request(
