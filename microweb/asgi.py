@@ -451,16 +451,17 @@ class ASGIAdapter:
             except Exception as exc:
                 log_failure(task, exc)
 
-    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _not_http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine: what it returns is awaited by __call__ itself (an idle
+        # WebSocket holds one coroutine frame less)
         kind = scope["type"]
         if kind == "websocket":
             from .websockets import serve_websocket
 
-            await serve_websocket(self, scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+            return serve_websocket(self, scope, receive, send)
+        if kind == "lifespan":
+            return self._lifespan(receive, send)
+        raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
     # ---------------------------------------------------------------- lifespan
     async def _run_flow(self, flow: Generator[Step, Any, None]) -> None:
