@@ -75,6 +75,10 @@ def _app(hooked: bool, seen: list[tuple[str, Any]]) -> App:
     def item(n: int, q: str = "none") -> Any:
         return {"n": n, "q": q}
 
+    @app.get("/count")
+    def count(n: int) -> Any:
+        return {"n": n}
+
     @app.post("/echo")
     def echo(request: Request) -> Any:
         return {"json": request.json(), "length": len(request.body())}
@@ -146,6 +150,9 @@ def test_a_lone_def_handler_answers_as_the_pipeline_does(make_client: MakeClient
         ("GET", "/response", {}),
         ("GET", "/items/7?q=x", {}),
         ("GET", "/items/seven", {}),
+        ("GET", "/count?n=3", {}),
+        ("GET", "/count?n=three", {}),
+        ("GET", "/count", {}),
         ("POST", "/echo", {"content": b'{"a": 1}'}),
         ("POST", "/echo", {"content": b"{not json"}),
         ("POST", "/size", {"content": big}),
