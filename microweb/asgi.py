@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterable, Callable, Generator, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._concurrency import (
     Job,
     LifespanHolder,
     WorkerPool,
+    _bridge,
     call_on_loop,
-    current_bridge,
     running_loop,
 )
 from ._parsers import (
@@ -137,20 +137,23 @@ class LoopRunner:
         # thread (its bridge), so nested calls never wait for another pool thread
         return call_on_loop(self._loop, fn, args, kw, _tasks, self._pool)
 
-    async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
-        return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
+    def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Awaitable[Step | Done]:
+        return self.to_thread(advance, gen, step)
 
-    async def to_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def to_thread(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """Run blocking ``fn(*args)``: in the pool thread waiting for this code, if
         one is (no second thread for nested work), else in a pool thread. In a
         copy of this context, whose changes are set here when it returns; if
-        this is cancelled meanwhile, only after ``fn`` has returned."""
-        bridge = current_bridge()
+        this is cancelled meanwhile, only after ``fn`` has returned.
+
+        Not a coroutine itself: it returns the job's (one coroutine less per hop).
+        """
+        bridge = _bridge.get()
         if bridge is not None:
-            return await bridge.call_in_thread(fn, *args)
-        job = Job(fn, args)  # (WorkerPool.run, one coroutine less per hop)
+            return bridge.call_in_thread(fn, *args)
+        job = Job(fn, args, self._loop)
         self._pool.submit(job)
-        return await job.wait()
+        return job.wait()
 
 
 #: Tasks started for pool threads (kept referenced until they end).
@@ -235,11 +238,15 @@ class ASGIChannel(LoopRunner):
     def read_sync(self, size: int) -> bytes:
         return asyncio.run_coroutine_threadsafe(self.read_async(size), self._loop).result()
 
-    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.to_thread(fn, *args)
+    def offload(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return self.to_thread(fn, *args)
 
     # -- Runner
-    async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
+    def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Awaitable[Step | Done]:
+        return self.run_segment_call(advance, gen, step)
+
+    def run_segment_call(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """`to_thread` for request code, its small body read first (on the loop)."""
         request = self.request
         if (
             request is not None
@@ -249,11 +256,18 @@ class ASGIChannel(LoopRunner):
         ):
             declared = request._declared
             if type(declared) is int and 0 < declared <= PREREAD_LIMIT:
-                try:
-                    await request._read_all_async()
-                except HTTPException:  # the sync code meets the same error when it reads
-                    request._streamed = False
-        return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
+                return self._preread_then(fn, *args)
+        return self.to_thread(fn, *args)
+
+    async def _preread_then(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Read the (small) body on the loop, then run ``fn(*args)`` in a thread."""
+        request = self.request
+        assert request is not None
+        try:
+            await request._read_all_async()
+        except HTTPException:  # the sync code meets the same error when it reads
+            request._streamed = False
+        return await self.to_thread(fn, *args)
 
 
 def _paths(scope: Scope) -> tuple[str, list[str] | None, str, str]:
@@ -402,9 +416,12 @@ class ASGIAdapter:
                 if response is not None:
                     pass  # the handler's, made above: sent with the request it needs
                 elif raised is not None:
-                    if not isinstance(raised, Exception):
-                        raise raised  # (a CancelledError: see below)
-                    response = await drive_async(handle_error(app, request, raised), channel)
+                    try:
+                        if not isinstance(raised, Exception):
+                            raise raised  # (a CancelledError: see below)
+                        response = await drive_async(handle_error(app, request, raised), channel)
+                    finally:
+                        raised = None  # no frame <-> traceback cycle left behind
                 elif route is None:
                     response = unrouted_response(app, request, leaves) or await drive_async(
                         dispatch(app, request, channel, leaves), channel
@@ -416,6 +433,18 @@ class ASGIAdapter:
                             request._check_length()
                         rv = await route.invoke(request, params)
                         response = rv if isinstance(rv, Response) else to_response(rv)
+                    except Exception as exc:
+                        response = await drive_async(handle_error(app, request, exc), channel)
+                elif route.plain and app._hookless:
+                    # a def handler and nothing else: one hop, to call it and make the
+                    # response, without driving the pipeline (see _pipeline.is_direct)
+                    try:
+                        if request._declared is _UNSET:
+                            request._check_length()
+                        args, kwargs = route.arguments(request, request.path_params)
+                        response = await channel.run_segment_call(
+                            _respond, route.endpoint, args, kwargs
+                        )
                     except Exception as exc:
                         response = await drive_async(handle_error(app, request, exc), channel)
                 elif route.body_first and route.is_async and app._hookless:
@@ -485,16 +514,17 @@ class ASGIAdapter:
             except Exception as exc:
                 log_failure(task, exc)
 
-    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _not_http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine: what it returns is awaited by __call__ itself (an idle
+        # WebSocket holds one coroutine frame less)
         kind = scope["type"]
         if kind == "websocket":
             from .websockets import serve_websocket
 
-            await serve_websocket(self, scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-        else:
-            raise ValueError(f"unsupported ASGI scope type {kind!r}")
+            return serve_websocket(self, scope, receive, send)
+        if kind == "lifespan":
+            return self._lifespan(receive, send)
+        raise ValueError(f"unsupported ASGI scope type {kind!r}")
 
     # ---------------------------------------------------------------- lifespan
     async def _run_flow(self, flow: Generator[Step, Any, None]) -> None:
@@ -571,6 +601,10 @@ class ASGIAdapter:
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return fn(*args, **kwargs)
+
+
+def _respond(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+    return to_response(fn(*args, **kwargs))
 
 
 # A WSGI server handed app.asgi (``waitress-serve mod:app.asgi``) calls it with

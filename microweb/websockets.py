@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ __all__ = ["WebSocket", "WebSocketDisconnect"]
 
 logger = logging.getLogger("microweb")
 _NOKW: dict[str, Any] = {}
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 
 class _Channel:
@@ -103,9 +104,7 @@ class WebSocket(HTTPConnection):
                 path = path[len(root_path) :] or "/"
             raw_s = quote_path(path)
         qs: bytes = scope.get("query_string", b"")
-        scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(
-            scope.get("scheme", "ws"), "ws"
-        )
+        scheme = _SCHEMES.get(scope.get("scheme", "ws"), "ws")
         super().__init__(
             adapter.app,
             _Channel(scope),
@@ -176,17 +175,26 @@ class WebSocket(HTTPConnection):
             self._client_state = _CLOSED
 
     # --------------------------------------------------------------- receive
+    # Each receive awaits the server's (or the inbox's) awaitable itself, with
+    # `_next` and `_received` around it as plain calls: an idle connection
+    # waits in one coroutine frame of microweb's, not three.
     async def receive(self) -> dict[str, Any]:
         """The next raw ASGI message (``websocket.receive`` or ``websocket.disconnect``)."""
+        inbox = self._inbox
+        return self._received(await self._next(inbox), inbox)
+
+    def _next(self, inbox: Inbox | None) -> Awaitable[dict[str, Any]]:
+        """What to await for the next message (`inbox`: the socket's, read just before)."""
         if self._app_state == _CONNECTING:
             raise RuntimeError("accept the WebSocket before receiving")
-        inbox = self._inbox
         if inbox is not None:
-            message = await inbox.take()
-        elif self._client_state == _CLOSED:
+            return inbox.take()
+        if self._client_state == _CLOSED:
             raise WebSocketDisconnect(1006)
-        else:
-            message = await self._receive()
+        return self._receive()  # type: ignore[no-any-return]
+
+    def _received(self, message: dict[str, Any], inbox: Inbox | None) -> dict[str, Any]:
+        """`message`, unless it is the client's disconnect (then WebSocketDisconnect)."""
         if message["type"] == "websocket.disconnect":
             self._client_state = _CLOSED
             self._app_state = _CLOSED
@@ -197,34 +205,26 @@ class WebSocket(HTTPConnection):
 
     async def receive_text(self) -> str:
         """The next message, which must be text (TypeError for a binary one)."""
-        message = await self.receive()
-        text = message.get("text")
-        if text is None:
-            raise TypeError("expected a text message, got bytes")
-        return text  # type: ignore[no-any-return]
+        inbox = self._inbox
+        return _text(self._received(await self._next(inbox), inbox))
 
     async def receive_bytes(self) -> bytes:
         """The next message, which must be binary (TypeError for a text one)."""
-        message = await self.receive()
-        data = message.get("bytes")
-        if data is None:
-            raise TypeError("expected a binary message, got text")
-        return data  # type: ignore[no-any-return]
+        inbox = self._inbox
+        return _bytes(self._received(await self._next(inbox), inbox))
 
     async def receive_json(self) -> Any:
         """The next message (text, or UTF-8 bytes) parsed as JSON."""
-        message = await self.receive()
-        text = message.get("text")
-        if text is None:
-            text = message.get("bytes", b"").decode("utf-8")
-        return json.loads(text)
+        inbox = self._inbox
+        return _json(self._received(await self._next(inbox), inbox))
 
     async def iter_text(self) -> AsyncIterator[str]:
         """Each text message, until the client disconnects: ``async for text in ws.iter_text()``."""
         self._iterating += 1
         try:
             while True:
-                yield await self.receive_text()
+                inbox = self._inbox
+                yield _text(self._received(await self._next(inbox), inbox))
         except WebSocketDisconnect:
             return
         finally:
@@ -235,7 +235,8 @@ class WebSocket(HTTPConnection):
         self._iterating += 1
         try:
             while True:
-                yield await self.receive_bytes()
+                inbox = self._inbox
+                yield _bytes(self._received(await self._next(inbox), inbox))
         except WebSocketDisconnect:
             return
         finally:
@@ -246,7 +247,8 @@ class WebSocket(HTTPConnection):
         self._iterating += 1
         try:
             while True:
-                yield await self.receive_json()
+                inbox = self._inbox
+                yield _json(self._received(await self._next(inbox), inbox))
         except WebSocketDisconnect:
             return
         finally:
@@ -288,27 +290,65 @@ class WebSocket(HTTPConnection):
         return Inbox(self)
 
     # ------------------------------------------------------------------ send
+    # (each awaits the server's send itself: one coroutine frame per message, not two)
     async def send_text(self, data: str) -> None:
         """Send `data` as a text message."""
-        await self._send_message({"type": "websocket.send", "text": data})
+        if self._app_state != _CONNECTED:
+            raise _not_open()
+        try:
+            await self._send({"type": "websocket.send", "text": data})
+        except OSError as exc:  # the server reports a gone client
+            raise self._gone() from exc
 
     async def send_bytes(self, data: bytes) -> None:
         """Send `data` as a binary message."""
-        await self._send_message({"type": "websocket.send", "bytes": bytes(data)})
+        message = {"type": "websocket.send", "bytes": bytes(data)}
+        if self._app_state != _CONNECTED:
+            raise _not_open()
+        try:
+            await self._send(message)
+        except OSError as exc:
+            raise self._gone() from exc
 
     async def send_json(self, data: Any) -> None:
         """Send `data` as compact JSON in a text message."""
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        await self._send_message({"type": "websocket.send", "text": text})
-
-    async def _send_message(self, message: dict[str, Any]) -> None:
         if self._app_state != _CONNECTED:
-            raise RuntimeError("the WebSocket is not open (accept it first; or it was closed)")
+            raise _not_open()
         try:
-            await self._send(message)
-        except OSError as exc:  # the server reports a gone client
-            self._client_state = _CLOSED
-            raise WebSocketDisconnect(1006) from exc
+            await self._send({"type": "websocket.send", "text": text})
+        except OSError as exc:
+            raise self._gone() from exc
+
+    def _gone(self) -> WebSocketDisconnect:
+        """The error of a send to a client that has gone (the server raised OSError)."""
+        self._client_state = _CLOSED
+        return WebSocketDisconnect(1006)
+
+
+def _not_open() -> RuntimeError:
+    return RuntimeError("the WebSocket is not open (accept it first; or it was closed)")
+
+
+def _text(message: dict[str, Any]) -> str:
+    text = message.get("text")
+    if text is None:
+        raise TypeError("expected a text message, got bytes")
+    return text  # type: ignore[no-any-return]
+
+
+def _bytes(message: dict[str, Any]) -> bytes:
+    data = message.get("bytes")
+    if data is None:
+        raise TypeError("expected a binary message, got text")
+    return data  # type: ignore[no-any-return]
+
+
+def _json(message: dict[str, Any]) -> Any:
+    text = message.get("text")
+    if text is None:
+        text = message.get("bytes", b"").decode("utf-8")
+    return json.loads(text)
 
 
 # --------------------------------------------------------------------------
@@ -339,22 +379,56 @@ async def _reject(ws: WebSocket, scope: Scope, send: Send, response: Response) -
 
 
 async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send) -> None:
+    # What is set up for the handler is made in `_open`, whose frame is gone by
+    # the time the handler runs: an idle connection holds only this small one.
+    opened = await _open(adapter, scope, receive, send)
+    if opened is None:
+        return
+    ws, handler = opened
+    del opened
+    try:
+        await handler
+    except WebSocketDisconnect:
+        pass
+    except Exception as exc:
+        await _failed(ws, scope, send, exc)
+        return
+    if ws._app_state == _CONNECTING:
+        await ws.close()
+    elif ws._app_state == _CONNECTED:
+        await ws.close(1000)
+
+
+async def _failed(ws: WebSocket, scope: Scope, send: Send, exc: Exception) -> None:
+    """The handler raised `exc`: log it, and refuse the handshake or close (1011)."""
+    logger.error("Exception in WebSocket handler for %r", ws.path, exc_info=exc)
+    if ws._app_state == _CONNECTING:
+        await _reject(ws, scope, send, error_response(HTTPException(500)))
+    elif ws._app_state == _CONNECTED:
+        await ws.close(1011)
+
+
+async def _open(
+    adapter: ASGIAdapter, scope: Scope, receive: Receive, send: Send
+) -> tuple[WebSocket, Coroutine[Any, Any, Any]] | None:
+    """The socket and its handler's coroutine (not started), or None when the
+    connection was answered already (refused, no route, a failed startup)."""
     app = adapter.app
     loop = running_loop()  # a clear error under trio
     if not app._started:
         failure = await adapter._lazy_startup()
         if failure is not None:
             await send({"type": "websocket.close", "code": 1011})
-            return
+            return None
     try:
         ws = WebSocket(adapter, scope, receive, send)
     except NotOriginForm:  # not a path: refused (403), never routed nor in a URL
         await send({"type": "websocket.close", "code": 1008})
-        return
+        return None
     route, params, _ = app._matcher.match(None, ws.path)
     if route is None:
         await ws.close()
-        return
+        return None
     ws.route = route
     ws.path_params = params
     from .asgi import LoopRunner
@@ -369,20 +443,6 @@ async def serve_websocket(adapter: ASGIAdapter, scope: Scope, receive: Receive, 
         refusal = error_response(HTTPException(500))
     if refusal is not None:
         await _reject(ws, scope, send, refusal)
-        return
+        return None
     args, kwargs = route.arguments(ws, params)
-    try:
-        await route.endpoint(*args, **kwargs)
-    except WebSocketDisconnect:
-        pass
-    except Exception as exc:
-        logger.error("Exception in WebSocket handler for %r", ws.path, exc_info=exc)
-        if ws._app_state == _CONNECTING:
-            await _reject(ws, scope, send, error_response(HTTPException(500)))
-        elif ws._app_state == _CONNECTED:
-            await ws.close(1011)
-        return
-    if ws._app_state == _CONNECTING:
-        await ws.close()
-    elif ws._app_state == _CONNECTED:
-        await ws.close(1000)
+    return ws, route.endpoint(*args, **kwargs)

@@ -349,7 +349,10 @@ class WSGIAdapter:
         if response is not None:
             pass  # the handler's, made above: sent with the request it needs
         elif failure is not None:
-            response = drive_sync(handle_error(app, request, failure), channel.call_async)
+            try:
+                response = drive_sync(handle_error(app, request, failure), channel.call_async)
+            finally:
+                failure = None  # no frame <-> traceback cycle left behind
         elif route is None:
             response = unrouted_response(app, request, leaves) or drive_sync(
                 dispatch(app, request, channel, leaves), channel.call_async

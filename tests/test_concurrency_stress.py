@@ -9,7 +9,9 @@ vary the interleavings), never to wait for something else to happen.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -469,3 +471,148 @@ def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() 
     loop.close()
     assert not waiter.is_alive(), "the thread still waits for a coroutine that never ran"
     assert len(errors) == 1 and "cancelled" in str(errors[0])
+
+
+# --------------------------------------------------------------------------
+# LoopInbox: calls from threads to a loop, one wake-up per batch
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["eventfd", "call_soon_threadsafe"])
+def inbox_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "eventfd" and not _concurrency._EVENTFD:
+        pytest.skip("os.eventfd is Linux-only: this platform uses call_soon_threadsafe")
+    if request.param == "call_soon_threadsafe":
+        monkeypatch.setattr(_concurrency, "_EVENTFD", False)  # (uvloop's way, and other OSes')
+    return str(request.param)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_call_sent_to_a_loop_runs_once_in_order(inbox_kind: str, seed: int) -> None:
+    # threads send while the loop empties the inbox: a call that arrives as the
+    # loop finishes a batch must wake it again (the flag is cleared first)
+    rng = random.Random(seed)
+    senders, calls = rng.randint(2, 8), rng.randint(50, 400)
+
+    async def main() -> dict[int, list[int]]:
+        loop = asyncio.get_running_loop()
+        inbox = _concurrency.LoopInbox(loop)
+        assert (inbox._fd >= 0) == (inbox_kind == "eventfd")
+        got: dict[int, list[int]] = {i: [] for i in range(senders)}
+        done = loop.create_future()
+        remaining = [senders * calls]
+
+        def arrived(item: tuple[int, int]) -> None:
+            got[item[0]].append(item[1])
+            remaining[0] -= 1
+            if not remaining[0]:
+                done.set_result(None)
+
+        def send(sender: int) -> None:
+            pause = random.Random(seed * 100 + sender)
+            for n in range(calls):
+                inbox.call(arrived, (sender, n))
+                if pause.random() < 0.05:
+                    time.sleep(0.0005)  # (work: varies the interleavings)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+        for thread in threads:
+            thread.start()
+        try:
+            await asyncio.wait_for(done, DEADLINE)
+        finally:
+            for thread in threads:
+                thread.join(DEADLINE)
+        await asyncio.sleep(0)  # nothing arrives twice
+        return got
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can: more interleavings
+    try:
+        got = asyncio.run(main())
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == {i: list(range(calls)) for i in range(senders)}
+
+
+def test_a_call_sent_as_the_loop_finds_the_inbox_empty_is_run(inbox_kind: str) -> None:
+    # the narrowest race, made to happen: a thread sends just as the loop finds
+    # nothing more to run. The loop must be woken again (it cleared the flag
+    # before looking), or the call waits for the next one, maybe forever.
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        inbox = _concurrency.LoopInbox(loop)
+        ran: list[str] = []
+        second = loop.create_future()
+
+        def then(_: Any) -> None:
+            ran.append("then")
+            second.set_result(None)
+
+        class Racing(collections.deque[Any]):
+            raced = False
+
+            def __bool__(self) -> bool:
+                empty = not len(self)
+                if empty and not self.raced:  # found empty: another thread sends now
+                    self.raced = True
+                    sender = threading.Thread(target=inbox.call, args=(then, None))
+                    sender.start()
+                    sender.join(DEADLINE)
+                return not empty
+
+        inbox._items = Racing()
+        threading.Thread(target=inbox.call, args=(ran.append, "first")).start()
+        await asyncio.wait_for(second, DEADLINE)
+        return ran
+
+    assert asyncio.run(main()) == ["first", "then"]
+
+
+def test_a_call_to_a_closed_loop_is_dropped_and_its_eventfd_closed_with_the_loop(
+    inbox_kind: str,
+) -> None:
+    import gc
+    import os
+
+    loop = asyncio.new_event_loop()
+    inbox = loop.run_until_complete(_inbox_of_running_loop())
+    fd = inbox._fd
+    loop.close()
+    inbox.call(print, "never")  # nobody waits: no error either
+    del loop, inbox
+    gc.collect()
+    if fd >= 0:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+async def _inbox_of_running_loop() -> _concurrency.LoopInbox:
+    return _concurrency.loop_inbox(asyncio.get_running_loop())
+
+
+def test_a_failing_call_is_logged_and_the_next_ones_run(
+    inbox_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        inbox = _concurrency.LoopInbox(loop)
+        ran: list[int] = []
+        done = loop.create_future()
+
+        def fail(_: Any) -> None:
+            raise ValueError("a failing call")
+
+        def sender() -> None:
+            inbox.call(ran.append, 1)
+            inbox.call(fail, None)
+            inbox.call(ran.append, 2)
+            inbox.call(done.get_loop().call_soon, lambda: done.set_result(None))
+
+        threading.Thread(target=sender).start()
+        await asyncio.wait_for(done, DEADLINE)
+        return ran
+
+    with caplog.at_level("ERROR", logger="microweb"):
+        assert asyncio.run(main()) == [1, 2]
+    assert "a failing call" in caplog.text

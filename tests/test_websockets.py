@@ -7,11 +7,16 @@ path run under both protocols.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import inspect
 import logging
+import os
 from typing import Any
 
 import pytest
 
+import microweb
 from microweb import App, Request, Router, WebSocket, WebSocketDisconnect
 from microweb.testing import TestClient, WebSocketDenied
 
@@ -300,3 +305,102 @@ def test_serving_the_wsgi_entry_point_warns_once(
             assert "app.asgi" in warning
         assert client.get("/").text == "hi"
         assert len(warnings()) == (0 if protocol == "asgi" else 1)
+
+
+# --------------------------------------------------------------------------
+# What an open connection costs: the coroutine frames it waits in
+# --------------------------------------------------------------------------
+
+
+_PACKAGE = os.path.dirname(microweb.__file__) + os.sep
+
+
+def _microweb_frames(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of microweb's coroutines `task` waits in, outermost first."""
+    names: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        if type(awaited).__name__ == "async_generator_asend":  # the generator it steps
+            awaited = next(r for r in gc.get_referents(awaited) if inspect.isasyncgen(r))
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "ag_code", None)
+        if code is None:
+            break
+        if code.co_filename.startswith(_PACKAGE):
+            names.append(code.co_qualname)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return names
+
+
+def _waiting_frames(handler: Any, block_send: bool = False) -> list[str]:
+    """Serve one connection to `handler` in-process until it waits on the server,
+    for the next message (or, with `block_send`, for a send to complete)."""
+    app = App()
+    app.websocket("/ws")(handler)
+
+    async def run() -> list[str]:
+        waiting = asyncio.Event()
+        never = asyncio.Event()
+        messages = [
+            {"type": "websocket.receive", "text": '"hello"', "bytes": None},
+            {"type": "websocket.connect"},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            waiting.set()
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            if block_send and message["type"] == "websocket.send":
+                waiting.set()
+                await never.wait()
+
+        scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "headers": []}
+        task = asyncio.ensure_future(app.asgi(scope, receive, send))
+        await waiting.wait()
+        try:
+            return _microweb_frames(task)
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+
+    return asyncio.run(run())
+
+
+CALL, SERVE = "ASGIAdapter.__call__", "serve_websocket"
+
+
+@pytest.mark.parametrize(
+    ("how", "frames"),
+    [
+        ("receive", [CALL, SERVE, "WebSocket.receive"]),
+        ("receive_text", [CALL, SERVE, "WebSocket.receive_text"]),
+        ("receive_json", [CALL, SERVE, "WebSocket.receive_json"]),
+        ("iter_text", [CALL, SERVE, "WebSocket.iter_text"]),
+        ("iter_json", [CALL, SERVE, "WebSocket.iter_json"]),
+    ],
+)
+def test_an_idle_connection_waits_in_one_frame_of_the_socket(how: str, frames: list[str]) -> None:
+    # each frame is memory held for as long as the client stays (a few hundred
+    # bytes each: a tenth of what uvicorn keeps for an idle connection)
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        if how.startswith("iter_"):
+            async for _ in getattr(websocket, how)():
+                pass
+        else:
+            while True:
+                await getattr(websocket, how)()
+
+    assert _waiting_frames(handler) == frames
+
+
+@pytest.mark.parametrize("how", ["send_text", "send_bytes", "send_json"])
+def test_a_send_is_one_frame_of_the_socket(how: str) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await getattr(websocket, how)(b"x" if how == "send_bytes" else "x")
+
+    assert _waiting_frames(handler, block_send=True) == [CALL, SERVE, f"WebSocket.{how}"]
