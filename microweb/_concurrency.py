@@ -317,17 +317,6 @@ class WorkerPool:
 # --------------------------------------------------------------------------
 
 
-class _Outcome:
-    """The result of one coroutine run for a waiting thread."""
-
-    __slots__ = ("changes", "exc", "value")
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.exc: BaseException | None = None
-        self.changes: Changes | None = None
-
-
 class Bridge:
     """The way back from a coroutine to the thread that waits for it.
 
@@ -391,6 +380,105 @@ def current_bridge() -> Bridge | None:
     return _bridge.get()
 
 
+class _Call:
+    """One coroutine run on a loop for a thread that waits (`call_on_loop`):
+    the task's coroutine (`run`) and what the thread hears from it.
+
+    `run` puts the call itself on the waiting thread's bridge queue as its
+    very last step, after its bookkeeping: once the thread is woken, the loop
+    has nothing left to do for it but go back to sleep (work the loop did
+    after the wake-up would keep the woken thread waiting for the GIL).
+    """
+
+    __slots__ = ("args", "changes", "exc", "fn", "kwargs", "put", "started", "tasks", "value")
+
+    def __init__(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        put: Callable[[Any], None],
+        tasks: set[asyncio.Task[Any]],
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.put = put
+        self.tasks = tasks
+        self.started = False
+        self.value: Any = None
+        self.exc: BaseException | None = None
+        self.changes: Changes | None = None
+
+    async def run(self) -> None:
+        self.started = True
+        task: Any = asyncio.current_task()
+        tasks = self.tasks
+        try:
+            # started: `ended` has nothing to say, and no second loop turn to take
+            task.remove_done_callback(self.ended)
+            tasks.add(task)
+            start = contextvars.copy_context()
+            try:
+                self.value = await self.fn(*self.args, **self.kwargs)
+            except asyncio.CancelledError as exc:
+                self.exc = RuntimeError("the coroutine was cancelled")
+                self.exc.__cause__ = exc
+            except BaseException as exc:
+                self.exc = exc
+            self.changes = _changes(contextvars.copy_context(), start)
+        except BaseException as exc:  # MemoryError, say: the thread must still hear
+            self.exc = exc
+        finally:
+            tasks.discard(task)
+            self.put(self)  # whatever happens, the thread must hear
+
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """The task's done callback, until it starts: cancelled before its first
+        step (a loop shutting down), the coroutine never runs; tell the thread."""
+        if not self.started:
+            self.exc = RuntimeError("the coroutine was cancelled before it started")
+            self.put(self)
+
+
+def _start(loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+    """On the loop: start `call`'s task (`call_on_loop`'s general way)."""
+    task = loop.create_task(call.run())
+    task.add_done_callback(call.ended)
+
+
+#: Loop classes whose tasks a waiting thread may make itself (see `_direct`).
+_DIRECT_TYPES: dict[type, bool] = {}
+
+
+def _direct(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a thread may make a task of `loop` itself, then wake the loop.
+
+    asyncio's own loops only (uvloop's are not thread-safe there), out of
+    debug mode (where `call_soon` insists on the loop's thread) and without a
+    task factory (which `create_task` would call). Their ``call_soon``, which
+    a new task calls, appends to the loop's ready queue exactly as
+    ``call_soon_threadsafe`` does, which then only adds the wake-up; so the
+    task's first step runs in the loop's first turn after the wake-up,
+    instead of a callback making the task in that turn and the task's first
+    step waiting for the next one.
+    """
+    cls = type(loop)
+    direct = _DIRECT_TYPES.get(cls)
+    if direct is None:
+        direct = _DIRECT_TYPES[cls] = (
+            issubclass(cls, asyncio.BaseEventLoop)
+            and cls.call_soon is asyncio.BaseEventLoop.call_soon
+            and cls._call_soon is asyncio.BaseEventLoop._call_soon  # type: ignore[attr-defined]
+            and cls.create_task is asyncio.BaseEventLoop.create_task
+        )
+    return direct and not loop.get_debug() and loop.get_task_factory() is None
+
+
+def _noop() -> None:
+    pass
+
+
 def call_on_loop(
     loop: asyncio.AbstractEventLoop,
     fn: Callable[..., Coroutine[Any, Any, Any]],
@@ -398,6 +486,7 @@ def call_on_loop(
     kwargs: dict[str, Any],
     tasks: set[asyncio.Task[Any]],
     fallback: WorkerPool,
+    wake: Callable[[], None] | None = None,
 ) -> Any:
     """From a thread that may block: run ``await fn(*args, **kwargs)`` on `loop`
     and return its result, serving the coroutine's calls meanwhile (see `Bridge`).
@@ -406,59 +495,46 @@ def call_on_loop(
     is set in this thread's context when it returns. A CancelledError from it
     (microweb never cancels these tasks) comes back as a RuntimeError: an
     error of the code, not a cancellation of this thread.
+
+    `wake` wakes `loop` once work is queued for it (default: a no-op callback
+    sent with ``call_soon_threadsafe``). One call costs the loop one turn: the
+    task is made here when the loop allows it (`_direct`), else by a callback.
     """
     bridge = Bridge(fallback)
-    outcome = _Outcome()
-    put = bridge.queue.put
-
-    started: list[bool] = []
-
-    async def run() -> None:
-        started.append(True)
-        start = contextvars.copy_context()
-        try:
-            outcome.value = await fn(*args, **kwargs)
-        except asyncio.CancelledError as exc:
-            outcome.exc = RuntimeError("the coroutine was cancelled")
-            outcome.exc.__cause__ = exc
-        except BaseException as exc:
-            outcome.exc = exc
-        finally:
-            try:
-                outcome.changes = _changes(contextvars.copy_context(), start)
-            finally:
-                put(outcome)  # whatever happens, the thread must hear
-
-    def ended(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        if not started:  # cancelled before its first step (a loop shutting down)
-            outcome.exc = RuntimeError("the coroutine was cancelled before it started")
-            put(outcome)
-
-    def start() -> None:
-        task = loop.create_task(run())
-        tasks.add(task)
-        task.add_done_callback(ended)
-
-    token = _bridge.set(bridge)
+    call = _Call(fn, args, kwargs, bridge.queue.put, tasks)
+    token = _bridge.set(bridge)  # the task's context is a copy of this one, bridge included
     try:
-        loop.call_soon_threadsafe(start)  # the task copies this context, bridge included
+        if _direct(loop):
+            coro = call.run()
+            try:
+                task = asyncio.Task(coro, loop=loop)
+            except BaseException:
+                coro.close()  # (a closed loop, say: never awaited, and no warning about it)
+                raise
+            task.add_done_callback(call.ended)
+            del task
+            if wake is None:
+                loop.call_soon_threadsafe(_noop)
+            else:
+                wake()
+        else:
+            loop.call_soon_threadsafe(_start, loop, call)
     finally:
         _bridge.reset(token)
     try:
-        bridge.wait(outcome)
+        bridge.wait(call)
     finally:
         bridge.close()
-    if outcome.changes is not None:
-        apply_changes(outcome.changes)
-    exc = outcome.exc
+    if call.changes is not None:
+        apply_changes(call.changes)
+    exc = call.exc
     if exc is not None:
-        outcome.exc = None
+        call.exc = None
         try:
             raise exc
         finally:
             del exc  # no frame <-> traceback cycle left behind
-    return outcome.value
+    return call.value
 
 
 # --------------------------------------------------------------------------
@@ -506,6 +582,56 @@ class LifespanHolder:
 SPARE_THREADS = 40
 
 
+class _WakePipe:
+    """A pipe that a loop reads: a thread that queued a task for the loop writes a
+    byte to wake it. Cheaper than ``call_soon_threadsafe``'s wake-up, which
+    queues a callback and whose reader reads the loop's own pipe until it
+    fails (an exception each time); one read here, and the loop's level-
+    triggered selector says so again if bytes are left."""
+
+    __slots__ = ("_read", "_write")
+
+    def __init__(self, read: int, write: int) -> None:
+        self._read = read
+        self._write = write
+
+    @classmethod
+    def open(cls, loop: asyncio.AbstractEventLoop) -> _WakePipe | None:
+        """A pipe read by `loop` (None where the loop has no `add_reader`)."""
+        try:
+            read, write = os.pipe()
+        except OSError:
+            return None
+        pipe = cls(read, write)
+        try:
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            loop.add_reader(read, pipe._drain)
+        except (NotImplementedError, OSError, ValueError):
+            pipe.close()
+            return None
+        return pipe
+
+    def wake(self) -> None:
+        try:
+            os.write(self._write, b"\0")
+        except OSError:  # full (so readable: the loop wakes anyway)
+            pass
+
+    def _drain(self) -> None:
+        try:
+            os.read(self._read, 4096)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class SharedLoop:
     """One event loop per process, in a daemon thread, for async code under WSGI.
 
@@ -520,6 +646,8 @@ class SharedLoop:
         self._thread: threading.Thread | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.pool = WorkerPool(SPARE_THREADS)
+        #: Wakes the loop once a task is queued for it (see `_WakePipe`), or None.
+        self._wake: _WakePipe | None = None
 
     def _reset(self) -> None:  # in a forked child: the thread did not survive
         self._lock = threading.Lock()
@@ -527,6 +655,9 @@ class SharedLoop:
         self.ident = None
         self._thread = None
         self.tasks = set()
+        if self._wake is not None:
+            self._wake.close()  # (the parent's: no other thread uses it here)
+            self._wake = None
 
     def running(self) -> bool:
         """Whether the loop's thread is alive (it is never started by this)."""
@@ -534,8 +665,8 @@ class SharedLoop:
         return self.loop is not None and thread is not None and thread.is_alive()
 
     def get(self) -> asyncio.AbstractEventLoop:
-        loop, thread = self.loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
+        loop = self.loop  # (None once the loop has stopped, and in a forked child)
+        if loop is None:
             with self._lock:
                 if self.loop is None or self._thread is None or not self._thread.is_alive():
                     self._start()
@@ -555,9 +686,13 @@ class SharedLoop:
                 ready.set()
                 return
             asyncio.set_event_loop(loop)
+            # (a pipe the loop reads is left open when the loop stops: a thread
+            # may still write to it, and its number must not name another file)
+            wake = _WakePipe.open(loop)
 
             async def forever() -> None:
                 self.ident = threading.get_ident()
+                self._wake = wake
                 self.loop = loop
                 ready.set()
                 await loop.create_future()  # never done: the loop's main task
@@ -584,7 +719,11 @@ class SharedLoop:
         kwargs: dict[str, Any],
     ) -> Any:
         """From a WSGI thread: `call_on_loop` on the shared loop."""
-        return call_on_loop(self.get(), fn, args, kwargs, self.tasks, self.pool)
+        loop = self.get()
+        wake = self._wake
+        return call_on_loop(
+            loop, fn, args, kwargs, self.tasks, self.pool, None if wake is None else wake.wake
+        )
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.ident

@@ -438,29 +438,57 @@ def test_work_left_running_after_the_answer_still_runs(protocol: str, seed: int)
     assert [t.result().status for t in late.tasks] == [200] * n
 
 
-def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() -> None:
+@pytest.fixture(params=["direct", "general"])
+def hop_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`call_on_loop` either way: the waiting thread makes the task itself
+    (asyncio's loops, the usual way), or a callback on the loop makes it
+    (other loops, debug mode, a task factory)."""
+    if request.param == "general":
+        monkeypatch.setattr(_concurrency, "_direct", lambda loop: False)
+    return str(request.param)
+
+
+def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told(
+    hop_way: str,
+) -> None:
     # a loop shutting down (asyncio.run's last step) cancels every task, also one
     # not started yet: the thread that waits for it must hear, not wait forever
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
-
-    class CancelledOnArrival(set[asyncio.Task[Any]]):
-        def add(self, task: asyncio.Task[Any]) -> None:
-            super().add(task)
-            task.cancel()
+    ran: list[bool] = []
 
     async def coroutine() -> int:
+        ran.append(True)
         return 1
+
+    def cancel_every_task() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    def queued() -> bool:
+        """Whether the waiter's work is queued: its task, or the callback that makes it."""
+        ready = list(loop._ready)  # type: ignore[attr-defined]
+        return bool(asyncio.all_tasks(loop)) or any(
+            h._callback is _concurrency._start for h in ready
+        )
+
+    def shut_down() -> None:
+        # holds the loop until the waiter's work is queued, then cancels every
+        # task, also the one that the callback queued is about to make
+        wait_until(queued, "the waiter queued its work")
+        cancel_every_task()
+        loop.call_soon(cancel_every_task)
 
     errors: list[BaseException] = []
 
     def wait() -> None:
         try:
-            _concurrency.call_on_loop(loop, coroutine, (), {}, CancelledOnArrival(), WorkerPool(1))
+            _concurrency.call_on_loop(loop, coroutine, (), {}, set(), WorkerPool(1))
         except RuntimeError as exc:
             errors.append(exc)
 
+    loop.call_soon_threadsafe(shut_down)
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
     waiter.join(DEADLINE)
@@ -468,4 +496,5 @@ def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() 
     runner.join(DEADLINE)
     loop.close()
     assert not waiter.is_alive(), "the thread still waits for a coroutine that never ran"
-    assert len(errors) == 1 and "cancelled" in str(errors[0])
+    assert len(errors) == 1 and "cancelled before it started" in str(errors[0])
+    assert ran == []
