@@ -486,7 +486,7 @@ def call_on_loop(
     kwargs: dict[str, Any],
     tasks: set[asyncio.Task[Any]],
     fallback: WorkerPool,
-    wake: Callable[[], None] | None = None,
+    wake_fd: int = -1,
 ) -> Any:
     """From a thread that may block: run ``await fn(*args, **kwargs)`` on `loop`
     and return its result, serving the coroutine's calls meanwhile (see `Bridge`).
@@ -496,12 +496,14 @@ def call_on_loop(
     (microweb never cancels these tasks) comes back as a RuntimeError: an
     error of the code, not a cancellation of this thread.
 
-    `wake` wakes `loop` once work is queued for it (default: a no-op callback
-    sent with ``call_soon_threadsafe``). One call costs the loop one turn: the
-    task is made here when the loop allows it (`_direct`), else by a callback.
+    One call costs the loop one turn: the task is made here where the loop
+    allows it (`_direct`), else by a callback. `wake_fd` is a pipe the loop
+    reads (`_WakePipe`), written to wake it; without one (-1), a no-op
+    callback sent with ``call_soon_threadsafe`` wakes it.
     """
     bridge = Bridge(fallback)
     call = _Call(fn, args, kwargs, bridge.queue.put, tasks)
+    task = None
     token = _bridge.set(bridge)  # the task's context is a copy of this one, bridge included
     try:
         if _direct(loop):
@@ -512,19 +514,26 @@ def call_on_loop(
                 coro.close()  # (a closed loop, say: never awaited, and no warning about it)
                 raise
             task.add_done_callback(call.ended)
-            del task
-            if wake is None:
-                loop.call_soon_threadsafe(_noop)
-            else:
-                wake()
         else:
             loop.call_soon_threadsafe(_start, loop, call)
     finally:
         _bridge.reset(token)
     try:
+        if task is not None:
+            # woken last, just before this thread sleeps: the loop, woken, then
+            # seldom finds the GIL still held
+            if wake_fd < 0:
+                loop.call_soon_threadsafe(_noop)
+            else:
+                try:
+                    _write(wake_fd, b"\0")
+                except OSError:  # full (so readable: the loop wakes anyway)
+                    pass
         bridge.wait(call)
     finally:
         bridge.close()
+    # (the task is released here, after the wake-up, not by the loop before it sleeps)
+    del task
     if call.changes is not None:
         apply_changes(call.changes)
     exc = call.exc
@@ -535,6 +544,9 @@ def call_on_loop(
         finally:
             del exc  # no frame <-> traceback cycle left behind
     return call.value
+
+
+_write = os.write
 
 
 # --------------------------------------------------------------------------
@@ -589,11 +601,12 @@ class _WakePipe:
     fails (an exception each time); one read here, and the loop's level-
     triggered selector says so again if bytes are left."""
 
-    __slots__ = ("_read", "_write")
+    __slots__ = ("_read", "fd")
 
     def __init__(self, read: int, write: int) -> None:
         self._read = read
-        self._write = write
+        #: The end written to wake the loop (`call_on_loop`'s `wake_fd`).
+        self.fd = write
 
     @classmethod
     def open(cls, loop: asyncio.AbstractEventLoop) -> _WakePipe | None:
@@ -612,12 +625,6 @@ class _WakePipe:
             return None
         return pipe
 
-    def wake(self) -> None:
-        try:
-            os.write(self._write, b"\0")
-        except OSError:  # full (so readable: the loop wakes anyway)
-            pass
-
     def _drain(self) -> None:
         try:
             os.read(self._read, 4096)
@@ -625,7 +632,7 @@ class _WakePipe:
             pass
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
+        for fd in (self._read, self.fd):
             try:
                 os.close(fd)
             except OSError:
@@ -722,7 +729,7 @@ class SharedLoop:
         loop = self.get()
         wake = self._wake
         return call_on_loop(
-            loop, fn, args, kwargs, self.tasks, self.pool, None if wake is None else wake.wake
+            loop, fn, args, kwargs, self.tasks, self.pool, -1 if wake is None else wake.fd
         )
 
     def on_loop(self) -> bool:

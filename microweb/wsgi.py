@@ -332,6 +332,15 @@ class WSGIAdapter:
                 response = to_response(route.endpoint(*args, **kwargs))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        elif route.plain and app._hookless:
+            # an async handler alone: the same, on the shared loop (one hop)
+            try:
+                if request._declared is _UNSET:
+                    request._check_length()
+                args, kwargs = route.arguments(request, request.path_params)
+                response = to_response(shared_loop.call(route.endpoint, args, kwargs))
+            except Exception as exc:
+                response = drive_sync(handle_error(app, request, exc), channel.call_async)
         elif route.body_first and not route.is_async and app._hookless:
             # the same for a typed body, read first (in this thread, as the pipeline would)
             try:

@@ -10,7 +10,8 @@ the run. What is checked:
 1. context variables (API.md §7): in a random pipeline of ``def`` and
    ``async def`` before-hooks, middleware, handler, after-hooks, error
    handler and streamed body, each step sees exactly what the earlier steps
-   of its own request set, and nothing from any other request;
+   of its own request set, and nothing from any other request -- both ways
+   a thread may start a coroutine on a loop (the `hop_way` fixture);
 2. request bodies: random bytes, sent with Content-Length or chunked, read
    every way (``body()``, ``json()``, ``stream()`` in the handler or in a
    streamed response's generator) after hooks that may read them too, come
@@ -474,7 +475,9 @@ SEEDS = range(12)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_pipeline_steps_run_in_order(make_client: MakeClient, seed: int) -> None:
+def test_random_pipeline_steps_run_in_order(
+    make_client: MakeClient, seed: int, hop_way: str
+) -> None:
     run = run_pipeline_case(make_client, seed)
     for token, fail, status, body in run.requests:
         expected = (418, json.dumps({"failed": fail}, separators=(",", ":")).encode())
@@ -485,7 +488,7 @@ def test_random_pipeline_steps_run_in_order(make_client: MakeClient, seed: int) 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_pipeline_steps_see_what_earlier_steps_set(
-    make_client: MakeClient, seed: int
+    make_client: MakeClient, seed: int, hop_way: str
 ) -> None:
     # every step, def or async, sees the values the earlier steps of its own
     # request set (API.md §7); values of other requests are the next test's concern
@@ -503,7 +506,7 @@ def test_random_pipeline_steps_see_what_earlier_steps_set(
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_pipeline_steps_see_nothing_of_other_requests(
-    make_client: MakeClient, seed: int
+    make_client: MakeClient, seed: int, hop_way: str
 ) -> None:
     # nothing a request sets is seen by another: not by a concurrent one, not by
     # the next one served by the same thread

@@ -1,0 +1,267 @@
+"""The hop from a thread to an event loop and back (`_concurrency.call_on_loop`):
+async code under WSGI (the shared loop), and a def handler's async calls under
+ASGI (the server's loop).
+
+On asyncio's own loops the waiting thread makes the coroutine's task itself
+and wakes the loop ("direct"); elsewhere (uvloop, debug mode, a task factory)
+a callback on the loop makes it ("general"). Every test here runs both ways
+(the `hop_way` fixture) and checks what a user would: context variables,
+`asyncio.current_task()`, errors, sync work sent back to the waiting thread.
+A lone ``async def`` handler under WSGI is called by the adapter itself, not
+through the pipeline: it must answer exactly as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import anyio
+import pytest
+
+from microweb import App, HTTPException, Request, StreamingResponse, _concurrency
+from microweb._concurrency import current_bridge, shared_loop
+
+from .conftest import MakeClient
+
+DEADLINE = 20.0
+
+note: contextvars.ContextVar[str] = contextvars.ContextVar("hop_note", default="-")
+
+
+def _lone_handlers_app(*, hooked: bool) -> App:
+    """Async handlers; `hooked`: behind a before-request hook that does nothing,
+    so that every request goes through the pipeline."""
+    app = App()
+    if hooked:
+
+        @app.before_request
+        def nothing(request: Request) -> None:
+            return None
+
+    @app.get("/text")
+    async def text() -> str:
+        return "hello"
+
+    @app.get("/json/{n:int}")
+    async def as_json(n: int, q: str = "none") -> dict[str, Any]:
+        return {"n": n, "q": q}
+
+    @app.get("/made")
+    async def made() -> Any:
+        return "made", 201, {"x-made": "1"}
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise HTTPException(418, "short and stout", headers={"x-why": "tea"})
+
+    @app.get("/broken")
+    async def broken() -> None:
+        raise ValueError("boom")
+
+    @app.get("/handled")
+    async def handled() -> None:
+        raise LookupError("looked up")
+
+    @app.exception_handler(LookupError)
+    async def on_lookup(request: Request, exc: LookupError) -> Any:
+        return {"handled": str(exc), "note": note.get()}, 409
+
+    @app.get("/context")
+    async def context() -> StreamingResponse:
+        note.set("set by the handler")
+        task = asyncio.current_task()
+        with anyio.fail_after(DEADLINE):  # (anyio needs a task of its own)
+            await asyncio.sleep(0)
+
+        def stream() -> Any:  # runs after the handler, in the request's context
+            yield f"{note.get()}; a task: {task is not None}"
+
+        return StreamingResponse(stream())
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Any:
+        return {"body": (await request.body()).decode(), "note": note.get()}
+
+    return app
+
+
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("GET", "/text", {}),
+    ("HEAD", "/text", {}),
+    ("GET", "/json/7?q=x", {}),
+    ("GET", "/json/seven", {}),
+    ("GET", "/made", {}),
+    ("GET", "/teapot", {}),
+    ("GET", "/broken", {}),
+    ("GET", "/handled", {}),
+    ("GET", "/context", {}),
+    ("POST", "/echo", {"content": b"a body"}),
+    ("POST", "/echo", {"content": b"x" * 20, "headers": {"content-length": "20"}}),
+]
+
+
+def test_a_lone_async_handler_answers_as_the_pipeline_does(
+    make_client: MakeClient, hop_way: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    alone = make_client(_lone_handlers_app(hooked=False))
+    piped = make_client(_lone_handlers_app(hooked=True))
+    assert alone.app._hookless and not piped.app._hookless  # (else one path twice)
+    for method, path, kwargs in REQUESTS:
+        a = alone.request(method, path, **kwargs)
+        p = piped.request(method, path, **kwargs)
+        assert (a.status_code, a.headers.multi_items(), a.content) == (
+            p.status_code,
+            p.headers.multi_items(),
+            p.content,
+        ), f"{method} {path}"
+    assert alone.get("/context").text == "set by the handler; a task: True"
+    assert alone.get("/broken").status_code == 500
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "ValueError" in r.exc_text]
+    assert len(errors) == 3  # one per /broken, either way alike
+
+
+# --------------------------------------------------------------------------
+# call_on_loop itself, both ways, on the shared loop and under ASGI
+# --------------------------------------------------------------------------
+
+
+def test_context_variables_flow_both_ways(hop_way: str) -> None:
+    seen: list[str] = []
+
+    async def coroutine() -> str:
+        seen.append(note.get())
+        note.set("from the loop")
+        return "done"
+
+    def in_a_request() -> tuple[str, str]:
+        note.set("from the thread")
+        return shared_loop.call(coroutine, (), {}), note.get()
+
+    assert contextvars.copy_context().run(in_a_request) == ("done", "from the loop")
+    assert seen == ["from the thread"]
+    assert note.get() == "-"  # (nothing set in the test's own context)
+
+
+def test_the_coroutine_runs_in_a_task_of_its_own_that_is_let_go(hop_way: str) -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def coroutine() -> None:
+        task = asyncio.current_task()
+        tasks.append(task)
+        assert task in shared_loop.tasks  # kept referenced while it runs
+        with anyio.fail_after(DEADLINE):
+            await asyncio.sleep(0)
+
+    for _ in range(3):
+        shared_loop.call(coroutine, (), {})
+    assert all(isinstance(t, asyncio.Task) for t in tasks)
+    assert len({id(t) for t in tasks}) == 3
+    assert all(t is not None and t.done() for t in tasks)
+    assert not shared_loop.tasks
+
+
+def test_errors_come_back_as_they_were_raised(hop_way: str) -> None:
+    async def fails() -> None:
+        raise KeyError("k")
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(KeyError):
+        shared_loop.call(fails, (), {})
+    with pytest.raises(RuntimeError, match="cancelled") as info:
+        shared_loop.call(cancelled, (), {})
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert not shared_loop.tasks
+
+
+def test_sync_work_sent_back_runs_in_the_waiting_thread(hop_way: str) -> None:
+    waiting = threading.get_ident()
+
+    def blocking(n: int) -> tuple[int, int]:
+        note.set(f"set in the thread {n}")
+        return threading.get_ident(), n
+
+    async def coroutine() -> list[Any]:
+        bridge = current_bridge()
+        assert bridge is not None
+        first = await bridge.call_in_thread(blocking, 1)
+        seen = note.get()
+        second = await bridge.call_in_thread(blocking, 2)
+        return [first, seen, second]
+
+    def in_a_request() -> tuple[list[Any], str]:
+        return shared_loop.call(coroutine, (), {}), note.get()
+
+    (first, seen, second), after = contextvars.copy_context().run(in_a_request)
+    assert first == (waiting, 1) and second == (waiting, 2)
+    assert seen == "set in the thread 1"  # a step's change, seen by the coroutine after it
+    assert after == "set in the thread 2"  # and back in the waiting thread's context
+
+
+def test_a_def_handler_calls_async_code_back_on_the_servers_loop(
+    make_client: MakeClient, hop_way: str
+) -> None:
+    # under ASGI, request.json() in a def handler runs the read on the loop
+    # (LoopRunner.call_async); under WSGI it reads in the thread
+    app = App()
+
+    @app.post("/echo")
+    def echo(request: Request) -> Any:
+        return {"got": request.json(), "thread": threading.current_thread().name}
+
+    client = make_client(app)
+    for n in range(3):
+        answer = client.post("/echo", json={"n": n})
+        assert answer.status_code == 200 and answer.json()["got"] == {"n": n}
+
+
+def test_a_forked_child_hops_to_a_loop_of_its_own() -> None:
+    # the child of a process whose shared loop runs (gunicorn --preload with
+    # async startup) starts a loop and a wake-up pipe of its own
+    script = textwrap.dedent(
+        """
+        import asyncio, os, sys
+        from microweb._concurrency import shared_loop
+
+        async def where():
+            return id(asyncio.get_running_loop()), os.getpid()
+
+        parent = shared_loop.call(where, (), {})
+        pid = os.fork()
+        if pid == 0:
+            child = shared_loop.call(where, (), {})
+            again = shared_loop.call(where, (), {})
+            os._exit(0 if child[1] == os.getpid() and child == again else 3)
+        _, status = os.waitpid(pid, 0)
+        assert shared_loop.call(where, (), {}) == parent
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "child 0"
+
+
+def test_a_loop_made_in_debug_mode_takes_the_general_way() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        assert _concurrency._direct(loop)
+        loop.set_debug(True)
+        assert not _concurrency._direct(loop)
+        loop.set_debug(False)
+        loop.set_task_factory(lambda loop, coro, **kw: asyncio.Task(coro, loop=loop, **kw))
+        assert not _concurrency._direct(loop)
+    finally:
+        loop.close()
