@@ -369,55 +369,50 @@ class Bridge:
                 self._fallback.submit(item)
 
 
-#: The bridge of the thread waiting for the running coroutine (None when nobody waits).
-_bridge: contextvars.ContextVar[Bridge | None] = contextvars.ContextVar(
-    "microweb_bridge", default=None
-)
+class _Call(Bridge):
+    """One coroutine run on a loop for a thread that waits for it (`call_on_loop`):
+    its bridge, its task's coroutine (`run`) and its outcome.
 
-
-def current_bridge() -> Bridge | None:
-    """On a loop: the bridge back to the thread that waits for this coroutine, if any."""
-    return _bridge.get()
-
-
-class _Call:
-    """One coroutine run on a loop for a thread that waits (`call_on_loop`):
-    the task's coroutine (`run`) and what the thread hears from it.
-
-    `run` puts the call itself on the waiting thread's bridge queue as its
-    very last step, after its bookkeeping: once the thread is woken, the loop
-    has nothing left to do for it but go back to sleep (work the loop did
-    after the wake-up would keep the woken thread waiting for the GIL).
+    `run` puts the call itself on the bridge queue as its very last step,
+    after its bookkeeping: once the thread is woken, the loop has nothing
+    left to do for it but go back to sleep (work the loop did after the
+    wake-up would keep the woken thread waiting for the GIL, and wake it
+    twice).
     """
 
-    __slots__ = ("args", "changes", "exc", "fn", "kwargs", "put", "started", "tasks", "value")
+    __slots__ = ("args", "changes", "exc", "fn", "kwargs", "started", "task", "value")
 
     def __init__(
         self,
+        fallback: WorkerPool,
         fn: Callable[..., Coroutine[Any, Any, Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        put: Callable[[Any], None],
-        tasks: set[asyncio.Task[Any]],
     ) -> None:
+        # Bridge.__init__, inlined (this runs once a hop)
+        self.queue = queue.SimpleQueue()
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._closed = False
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.put = put
-        self.tasks = tasks
+        #: The coroutine's task, held by the waiting thread (it keeps it alive).
+        self.task: asyncio.Task[None] | None = None
         self.started = False
         self.value: Any = None
         self.exc: BaseException | None = None
         self.changes: Changes | None = None
 
     async def run(self) -> None:
+        """The task's coroutine: ``await fn(*args, **kwargs)``, the outcome kept here."""
         self.started = True
-        task: Any = asyncio.current_task()
-        tasks = self.tasks
+        task: Any = self.task
+        if task is None:  # (running before the thread that made it stored it)
+            task = asyncio.current_task()
         try:
-            # started: `ended` has nothing to say, and no second loop turn to take
+            # started: `ended` has nothing to say, and no loop turn to take for it
             task.remove_done_callback(self.ended)
-            tasks.add(task)
             start = contextvars.copy_context()
             try:
                 self.value = await self.fn(*self.args, **self.kwargs)
@@ -430,20 +425,30 @@ class _Call:
         except BaseException as exc:  # MemoryError, say: the thread must still hear
             self.exc = exc
         finally:
-            tasks.discard(task)
-            self.put(self)  # whatever happens, the thread must hear
+            self.queue.put(self)  # whatever happens, the thread must hear
 
     def ended(self, task: asyncio.Task[None]) -> None:
-        """The task's done callback, until it starts: cancelled before its first
+        """The task's done callback until it starts: cancelled before its first
         step (a loop shutting down), the coroutine never runs; tell the thread."""
         if not self.started:
             self.exc = RuntimeError("the coroutine was cancelled before it started")
-            self.put(self)
+            self.queue.put(self)
+
+
+#: The bridge of the thread waiting for the running coroutine (None when nobody waits).
+_bridge: contextvars.ContextVar[Bridge | None] = contextvars.ContextVar(
+    "microweb_bridge", default=None
+)
+
+
+def current_bridge() -> Bridge | None:
+    """On a loop: the bridge back to the thread that waits for this coroutine, if any."""
+    return _bridge.get()
 
 
 def _start(loop: asyncio.AbstractEventLoop, call: _Call) -> None:
     """On the loop: start `call`'s task (`call_on_loop`'s general way)."""
-    task = loop.create_task(call.run())
+    task = call.task = loop.create_task(call.run())
     task.add_done_callback(call.ended)
 
 
@@ -479,12 +484,15 @@ def _noop() -> None:
     pass
 
 
+#: Tasks whose waiting thread stopped waiting before they ended (interrupted).
+_orphans: set[asyncio.Task[Any]] = set()
+
+
 def call_on_loop(
     loop: asyncio.AbstractEventLoop,
     fn: Callable[..., Coroutine[Any, Any, Any]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    tasks: set[asyncio.Task[Any]],
     fallback: WorkerPool,
     wake_fd: int = -1,
 ) -> Any:
@@ -501,25 +509,25 @@ def call_on_loop(
     reads (`_WakePipe`), written to wake it; without one (-1), a no-op
     callback sent with ``call_soon_threadsafe`` wakes it.
     """
-    bridge = Bridge(fallback)
-    call = _Call(fn, args, kwargs, bridge.queue.put, tasks)
-    task = None
-    token = _bridge.set(bridge)  # the task's context is a copy of this one, bridge included
+    call = _Call(fallback, fn, args, kwargs)
+    direct = _direct(loop)
+    token = _bridge.set(call)  # the task's context is a copy of this one, bridge included
     try:
-        if _direct(loop):
+        if direct:
             coro = call.run()
             try:
-                task = asyncio.Task(coro, loop=loop)
+                task = call.task = asyncio.Task(coro, loop=loop)
             except BaseException:
                 coro.close()  # (a closed loop, say: never awaited, and no warning about it)
                 raise
             task.add_done_callback(call.ended)
+            del task
         else:
             loop.call_soon_threadsafe(_start, loop, call)
     finally:
         _bridge.reset(token)
     try:
-        if task is not None:
+        if direct:
             # woken last, just before this thread sleeps: the loop, woken, then
             # seldom finds the GIL still held
             if wake_fd < 0:
@@ -529,11 +537,17 @@ def call_on_loop(
                     _write(wake_fd, b"\0")
                 except OSError:  # full (so readable: the loop wakes anyway)
                     pass
-        bridge.wait(call)
+        call.wait(call)
+    except BaseException:
+        orphan = call.task  # interrupted: keep the task alive until it ends
+        if orphan is not None and not orphan.done():
+            _orphans.add(orphan)
+            orphan.add_done_callback(_orphans.discard)
+        raise
     finally:
-        bridge.close()
+        call.close()
     # (the task is released here, after the wake-up, not by the loop before it sleeps)
-    del task
+    call.task = None
     if call.changes is not None:
         apply_changes(call.changes)
     exc = call.exc
@@ -651,7 +665,6 @@ class SharedLoop:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ident: int | None = None
         self._thread: threading.Thread | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.pool = WorkerPool(SPARE_THREADS)
         #: Wakes the loop once a task is queued for it (see `_WakePipe`), or None.
         self._wake: _WakePipe | None = None
@@ -661,7 +674,6 @@ class SharedLoop:
         self.loop = None
         self.ident = None
         self._thread = None
-        self.tasks = set()
         if self._wake is not None:
             self._wake.close()  # (the parent's: no other thread uses it here)
             self._wake = None
@@ -726,11 +738,11 @@ class SharedLoop:
         kwargs: dict[str, Any],
     ) -> Any:
         """From a WSGI thread: `call_on_loop` on the shared loop."""
-        loop = self.get()
+        loop = self.loop
+        if loop is None:
+            loop = self.get()
         wake = self._wake
-        return call_on_loop(
-            loop, fn, args, kwargs, self.tasks, self.pool, -1 if wake is None else wake.fd
-        )
+        return call_on_loop(loop, fn, args, kwargs, self.pool, -1 if wake is None else wake.fd)
 
     def on_loop(self) -> bool:
         return threading.get_ident() == self.ident

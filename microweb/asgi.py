@@ -134,7 +134,7 @@ class LoopRunner:
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         # from a pool thread: the coroutine's own sync work comes back to this
         # thread (its bridge), so nested calls never wait for another pool thread
-        return call_on_loop(self._loop, fn, args, kw, _tasks, self._pool)
+        return call_on_loop(self._loop, fn, args, kw, self._pool)
 
     async def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Step | Done:
         return await self.to_thread(advance, gen, step)  # type: ignore[no-any-return]
@@ -150,10 +150,6 @@ class LoopRunner:
         job = Job(fn, args)  # (WorkerPool.run, one coroutine less per hop)
         self._pool.submit(job)
         return await job.wait()
-
-
-#: Tasks started for pool threads (kept referenced until they end).
-_tasks: set[asyncio.Task[Any]] = set()
 
 
 class ASGIChannel(LoopRunner):

@@ -13,6 +13,7 @@ import contextvars
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -475,7 +476,7 @@ def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told(
 
     def wait() -> None:
         try:
-            _concurrency.call_on_loop(loop, coroutine, (), {}, set(), WorkerPool(1))
+            _concurrency.call_on_loop(loop, coroutine, (), {}, WorkerPool(1))
         except RuntimeError as exc:
             errors.append(exc)
 
@@ -511,19 +512,25 @@ HOP_KINDS = [
 
 
 class Outlived:
-    """What the tasks left running by "outlives" hops did once their hop ended."""
+    """What the tasks left running by "outlives" hops did once their hop ended;
+    and every hop's task (weakly: once its hop has ended, nothing holds it)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.started = 0
         self.done: list[tuple[str, int]] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.hops: list[weakref.ref[asyncio.Task[Any]]] = []
 
 
 async def _hop(kind: str, tag: str, outlived: Outlived) -> Any:
     """The coroutine of one hop: sees the thread's `hop_note`, sets its own."""
     assert hop_note.get() == f"thread {tag}", hop_note.get()
-    assert asyncio.current_task() is not None
+    task = asyncio.current_task()
+    assert task is not None
+    with outlived.lock:
+        outlived.hops.append(weakref.ref(task))
+    del task
     result: Any = tag
     if kind == "awaits":
         for _ in range(1 + len(tag) % 3):
@@ -639,5 +646,8 @@ def test_many_threads_hop_to_the_shared_loop_at_once(seed: int, hop_way: str) ->
         f"the work left running sent its sync work back ({len(outlived.done)} of "
         f"{outlived.started})",
     )
-    wait_until(lambda: not _concurrency.shared_loop.tasks, "every hop's task is let go")
     wait_until(lambda: not outlived.tasks, "every task left running ended")
+    wait_until(
+        lambda: all(ref() is None for ref in outlived.hops),
+        "every hop's task is let go (freed, by reference counting alone)",
+    )
