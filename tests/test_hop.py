@@ -30,6 +30,7 @@ import pytest
 
 from microweb import App, HTTPException, Request, StreamingResponse, _concurrency
 from microweb._concurrency import current_bridge, shared_loop
+from microweb.testing import TestClient
 
 from .conftest import MakeClient
 
@@ -306,3 +307,109 @@ def test_a_wait_interrupted_by_a_signal_leaves_the_coroutine_running_to_its_end(
     while _concurrency._orphans and time.monotonic() < end:
         time.sleep(0.001)
     assert not _concurrency._orphans
+
+
+# --------------------------------------------------------------------------
+# A pipeline of async steps mostly: one hop for all of them (WSGI)
+# --------------------------------------------------------------------------
+
+
+def _shaped_app(before: str, handler: str, after: str, middleware: str, steps: list[str]) -> App:
+    """Hooks, middleware and a handler at "/" of the kinds given ("a": async def,
+    "s": def), each adding its letter to `steps` (capital: async)."""
+    app = App()
+
+    def sync_hook(letter: str) -> Any:
+        def hook(request: Request, *response: Any) -> None:
+            steps.append(letter)
+
+        return hook
+
+    def async_hook(letter: str) -> Any:
+        async def hook(request: Request, *response: Any) -> None:
+            await asyncio.sleep(0)
+            steps.append(letter)
+
+        return hook
+
+    for kind in before:
+        app.before_request(async_hook("B") if kind == "a" else sync_hook("b"))
+    for kind in middleware:
+        if kind == "a":
+
+            async def mw(request: Request, call_next: Any) -> Any:
+                return await call_next(request)
+
+            app.middleware(mw)
+        else:
+
+            def sync_mw(request: Request, call_next: Any) -> Any:
+                return call_next(request)
+
+            app.middleware(sync_mw)
+    for kind in after:
+        app.after_request(async_hook("A") if kind == "a" else sync_hook("a"))
+
+    if handler == "a":
+
+        @app.get("/")
+        async def index() -> str:
+            steps.append("H")
+            return "ok"
+
+    else:
+
+        @app.get("/")
+        def sync_index() -> str:
+            steps.append("h")
+            return "ok"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("before", "handler", "after", "middleware", "hops"),
+    [
+        ("a", "a", "", "", 1),  # was 2: one per async step
+        ("aa", "a", "a", "", 1),  # was 4
+        ("aa", "a", "s", "", 1),  # was 3 (the def after-hook comes back to the thread)
+        # a trip back to the thread for a def step costs what a hop costs: as many
+        # either way, so one hop per async step, as before
+        ("a", "a", "s", "", 2),
+        ("s", "a", "a", "", 2),
+        ("a", "s", "", "", 1),
+        ("", "a", "", "", 1),
+        ("a", "a", "", "a", 2),  # with middleware: one hop per async step, as before
+    ],
+)
+def test_a_pipeline_of_async_steps_costs_one_hop_under_wsgi(
+    before: str,
+    handler: str,
+    after: str,
+    middleware: str,
+    hops: int,
+    hop_way: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+    real = _concurrency.call_on_loop
+
+    def counting(*args: Any) -> Any:
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(_concurrency, "call_on_loop", counting)
+    steps: list[str] = []
+    app = _shaped_app(before, handler, after, middleware, steps)
+    expected = "".join("B" if k == "a" else "b" for k in before)
+    expected += "H" if handler == "a" else "h"
+    expected += "".join("A" if k == "a" else "a" for k in reversed(after))
+    with TestClient(app, protocol="wsgi") as client:
+        for _ in range(3):
+            steps.clear()
+            answer = client.get("/")
+            assert (answer.status_code, answer.text) == (200, "ok")
+            assert "".join(steps) == expected
+        calls.clear()
+        client.get("/")
+    assert len(calls) == hops
