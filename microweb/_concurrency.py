@@ -762,6 +762,7 @@ shared_loop = SharedLoop()
 
 def _after_fork_in_child() -> None:
     shared_loop._reset()
+    _orphans.clear()  # (tasks of the parent's loops)
     for pool in list(WorkerPool._pools):
         pool._reset()
 
