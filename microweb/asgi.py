@@ -135,7 +135,7 @@ class LoopRunner:
     def call_async(self, fn: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
         # from a pool thread: the coroutine's own sync work comes back to this
         # thread (its bridge), so nested calls never wait for another pool thread
-        return call_on_loop(self._loop, fn, args, kw, _tasks, self._pool)
+        return call_on_loop(self._loop, fn, args, kw, self._pool)
 
     def run_segment(self, gen: Generator[Step, Any, Any], step: Step) -> Awaitable[Step | Done]:
         return self.to_thread(advance, gen, step)
@@ -154,10 +154,6 @@ class LoopRunner:
         job = Job(fn, args, self._loop)
         self._pool.submit(job)
         return job.wait()
-
-
-#: Tasks started for pool threads (kept referenced until they end).
-_tasks: set[asyncio.Task[Any]] = set()
 
 
 class ASGIChannel(LoopRunner):

@@ -34,8 +34,10 @@ from ._pipeline import (
     Step,
     advance,
     dispatch,
+    drive_async,
     drive_sync,
     handle_error,
+    loop_first,
     not_found,
     plain_not_found,
     server_error,
@@ -51,6 +53,7 @@ from .responses import Response, to_response, wire_headers
 
 if TYPE_CHECKING:
     from .applications import App
+    from .routing import Route
 
 __all__ = ["WSGIAdapter"]
 
@@ -59,6 +62,7 @@ _copy_context = contextvars.copy_context
 
 StartResponse = Callable[..., Any]
 _STATUS_LINES: dict[int, str] = {}
+_NOKW: dict[str, Any] = {}
 
 
 def status_line(status: int) -> str:
@@ -266,6 +270,8 @@ class WSGIAdapter:
         #: Whether the WebSocket-routes warning was logged (at the first serve,
         #: not here: a module served by uvicorn may well say ``wsgi = app.wsgi``).
         self._warned = False
+        #: Per route: whether its pipeline is driven from the loop (see `_loop_first`).
+        self._plans: dict[Route, tuple[Any, Any, Any, bool]] = {}
         _apps.add(app)
 
     def __call__(
@@ -366,6 +372,15 @@ class WSGIAdapter:
                 response = rv if isinstance(rv, Response) else to_response(rv)
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        elif route.plain and app._hookless:
+            # an async handler alone: the same, on the shared loop (one hop)
+            try:
+                if request._declared is _UNSET:
+                    request._check_length()
+                args, kwargs = route.arguments(request, request.path_params)
+                response = to_response(shared_loop.call(route.endpoint, args, kwargs))
+            except Exception as exc:
+                response = drive_sync(handle_error(app, request, exc), channel.call_async)
         elif route.body_first and not route.is_async and app._hookless:
             # the same for a typed body, read first (in this thread, as the pipeline would)
             try:
@@ -375,9 +390,30 @@ class WSGIAdapter:
                 response = to_response(route.invoke(request, params))
             except Exception as exc:
                 response = drive_sync(handle_error(app, request, exc), channel.call_async)
+        elif self._loop_first(route):
+            # async steps mostly: the whole pipeline on the loop, in one hop
+            # (its sync steps come back to this thread through the bridge)
+            response = shared_loop.call(
+                drive_async, (dispatch(app, request, channel, leaves), channel), _NOKW
+            )
         else:
             response = drive_sync(dispatch(app, request, channel, leaves), channel.call_async)
         return self._respond(response, environ, start_response, request)
+
+    def _loop_first(self, route: Route) -> bool:
+        """`_pipeline.loop_first` for `route`, worked out again only when the app's
+        hooks or middleware change."""
+        app = self.app
+        plan = self._plans.get(route)
+        if (
+            plan is None
+            or plan[0] is not app._before
+            or plan[1] is not app._after
+            or plan[2] is not app._middleware
+        ):
+            plan = (app._before, app._after, app._middleware, loop_first(app, route))
+            self._plans[route] = plan
+        return plan[3]
 
     def _respond(
         self,

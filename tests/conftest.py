@@ -38,6 +38,18 @@ def make_client(protocol: str) -> Iterator[MakeClient]:
         client.close()
 
 
+@pytest.fixture(params=["direct", "general"])
+def hop_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a thread starts a coroutine on a loop (`_concurrency.call_on_loop`):
+    it makes the task itself (asyncio's loops: "direct"), or a callback on the
+    loop makes it (uvloop, debug mode, a task factory: "general")."""
+    if request.param == "general":
+        from microweb import _concurrency
+
+        monkeypatch.setattr(_concurrency, "_direct", lambda loop: False)
+    return str(request.param)
+
+
 _SCREENSHOTS = pytest.StashKey[Path]()
 
 

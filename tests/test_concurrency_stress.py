@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import random
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -440,29 +442,47 @@ def test_work_left_running_after_the_answer_still_runs(protocol: str, seed: int)
     assert [t.result().status for t in late.tasks] == [200] * n
 
 
-def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() -> None:
+def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told(
+    hop_way: str,
+) -> None:
     # a loop shutting down (asyncio.run's last step) cancels every task, also one
     # not started yet: the thread that waits for it must hear, not wait forever
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
-
-    class CancelledOnArrival(set[asyncio.Task[Any]]):
-        def add(self, task: asyncio.Task[Any]) -> None:
-            super().add(task)
-            task.cancel()
+    ran: list[bool] = []
 
     async def coroutine() -> int:
+        ran.append(True)
         return 1
+
+    def cancel_every_task() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    def queued() -> bool:
+        """Whether the waiter's work is queued: its task, or the callback that makes it."""
+        ready = list(loop._ready)  # type: ignore[attr-defined]
+        return bool(asyncio.all_tasks(loop)) or any(
+            h._callback is _concurrency._start for h in ready
+        )
+
+    def shut_down() -> None:
+        # holds the loop until the waiter's work is queued, then cancels every
+        # task, also the one that the callback queued is about to make
+        wait_until(queued, "the waiter queued its work")
+        cancel_every_task()
+        loop.call_soon(cancel_every_task)
 
     errors: list[BaseException] = []
 
     def wait() -> None:
         try:
-            _concurrency.call_on_loop(loop, coroutine, (), {}, CancelledOnArrival(), WorkerPool(1))
+            _concurrency.call_on_loop(loop, coroutine, (), {}, WorkerPool(1))
         except RuntimeError as exc:
             errors.append(exc)
 
+    loop.call_soon_threadsafe(shut_down)
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
     waiter.join(DEADLINE)
@@ -470,7 +490,169 @@ def test_a_thread_waiting_for_a_coroutine_cancelled_before_it_started_is_told() 
     runner.join(DEADLINE)
     loop.close()
     assert not waiter.is_alive(), "the thread still waits for a coroutine that never ran"
-    assert len(errors) == 1 and "cancelled" in str(errors[0])
+    assert len(errors) == 1 and "cancelled before it started" in str(errors[0])
+    assert ran == []
+
+
+# --------------------------------------------------------------------------
+# Hops: many threads waiting for coroutines on the shared loop at once
+# --------------------------------------------------------------------------
+
+hop_note: contextvars.ContextVar[str] = contextvars.ContextVar("hop_note", default="-")
+
+#: What one hop's coroutine does (see `_hop`).
+HOP_KINDS = [
+    "returns",  # at once
+    "awaits",  # suspends a few times first
+    "sends back",  # sync work to the waiting thread, twice
+    "nests",  # sync work that itself hops (a def step inside async code inside def code)
+    "raises",
+    "is cancelled",  # a CancelledError of its own: a RuntimeError for the thread
+    "times out",  # cancels a wait of its own and goes on
+    "outlives",  # leaves a task that sends sync work back after the wait has ended
+]
+
+
+class Outlived:
+    """What the tasks left running by "outlives" hops did once their hop ended;
+    and every hop's task (weakly: once its hop has ended, nothing holds it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = 0
+        self.done: list[tuple[str, int]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.hops: list[weakref.ref[asyncio.Task[Any]]] = []
+
+
+async def _hop(kind: str, tag: str, outlived: Outlived) -> Any:
+    """The coroutine of one hop: sees the thread's `hop_note`, sets its own."""
+    assert hop_note.get() == f"thread {tag}", hop_note.get()
+    task = asyncio.current_task()
+    assert task is not None
+    with outlived.lock:
+        outlived.hops.append(weakref.ref(task))
+    del task
+    result: Any = tag
+    if kind == "awaits":
+        for _ in range(1 + len(tag) % 3):
+            await asyncio.sleep(0)
+    elif kind == "sends back":
+        bridge = _concurrency.current_bridge()
+        assert bridge is not None
+        waiting = await bridge.call_in_thread(threading.get_ident)
+        again = await bridge.call_in_thread(threading.get_ident)
+        result = (tag, waiting == again)
+    elif kind == "nests":
+        bridge = _concurrency.current_bridge()
+        assert bridge is not None
+        result = await bridge.call_in_thread(_hop_again, tag, outlived)
+        assert hop_note.get() == f"loop {tag}+"  # set by the nested hop, back through two hops
+    elif kind == "raises":
+        raise LookupError(tag)
+    elif kind == "is cancelled":
+        raise asyncio.CancelledError
+    elif kind == "times out":
+        try:
+            await asyncio.wait_for(asyncio.Event().wait(), 0.001)
+        except asyncio.TimeoutError:
+            result = (tag, "timed out")
+    elif kind == "outlives":
+        bridge = _concurrency.current_bridge()
+
+        async def later() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            # this hop's wait has ended by now (or soon will): the bridge hands
+            # the work to its fallback pool
+            await asyncio.sleep(0.001)  # work: let the hop end first, most of the time
+            assert bridge is not None
+            value = await bridge.call_in_thread(lambda: threading.current_thread().name)
+            with outlived.lock:
+                outlived.done.append((tag, len(value)))
+
+        task = asyncio.ensure_future(later())
+        with outlived.lock:
+            outlived.started += 1
+            outlived.tasks.add(task)
+        task.add_done_callback(outlived.tasks.discard)
+    hop_note.set(f"loop {tag}")
+    return result
+
+
+def _hop_again(tag: str, outlived: Outlived) -> Any:
+    """In the waiting thread, sent back by a "nests" hop: hop once more."""
+    hop_note.set(f"thread {tag}+")
+    value = _concurrency.shared_loop.call(_hop, ("returns", f"{tag}+", outlived), {})
+    assert hop_note.get() == f"loop {tag}+"
+    return value
+
+
+def _expected_hop(kind: str, tag: str) -> Any:
+    if kind == "sends back":
+        return (tag, True)
+    if kind == "nests":
+        return f"{tag}+"
+    if kind == "times out":
+        return (tag, "timed out")
+    return tag
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_many_threads_hop_to_the_shared_loop_at_once(seed: int, hop_way: str) -> None:
+    # bursts of threads waiting at once (as under waitress or gunicorn's gthread
+    # worker), each hop a random kind: every thread hears its own outcome, with
+    # the context variables its coroutine set, and no task is left behind
+    rng = random.Random(seed)
+    threads = rng.choice([2, 4, 8, 16])
+    plans = [[rng.choice(HOP_KINDS) for _ in range(rng.randint(5, 25))] for _ in range(threads)]
+    outlived = Outlived()
+    failures: list[str] = []
+    start = threading.Barrier(threads)
+
+    def one(kind: str, tag: str) -> None:
+        hop_note.set(f"thread {tag}")
+        try:
+            value = _concurrency.shared_loop.call(_hop, (kind, tag, outlived), {})
+        except LookupError as exc:
+            if kind != "raises" or exc.args != (tag,):
+                failures.append(f"{tag} ({kind}) raised {exc!r}")
+            return
+        except RuntimeError as exc:
+            if kind != "is cancelled" or "cancelled" not in str(exc):
+                failures.append(f"{tag} ({kind}) raised {exc!r}")
+            return
+        if kind in ("raises", "is cancelled") or value != _expected_hop(kind, tag):
+            failures.append(f"{tag} ({kind}) returned {value!r}")
+        elif hop_note.get() != f"loop {tag}":
+            failures.append(f"{tag} ({kind}): the thread sees {hop_note.get()!r}")
+
+    def thread(k: int) -> None:
+        pauses = random.Random(seed * 100 + k)
+        start.wait(DEADLINE)
+        for i, kind in enumerate(plans[k]):
+            # each hop in a context of its own, as each WSGI request is
+            contextvars.copy_context().run(one, kind, f"{seed}.{k}.{i}")
+            if pauses.random() < 0.2:
+                time.sleep(pauses.choice([0.0, 0.0005]))  # work between requests
+
+    workers = [threading.Thread(target=thread, args=(k,), daemon=True) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(DEADLINE)
+    assert not any(w.is_alive() for w in workers), "a thread still waits for its hop (hang)"
+    assert failures == []
+    wait_until(
+        lambda: len(outlived.done) == outlived.started,
+        f"the work left running sent its sync work back ({len(outlived.done)} of "
+        f"{outlived.started})",
+    )
+    wait_until(lambda: not outlived.tasks, "every task left running ended")
+    wait_until(
+        lambda: all(ref() is None for ref in outlived.hops),
+        "every hop's task is let go (freed, by reference counting alone)",
+    )
 
 
 # --------------------------------------------------------------------------

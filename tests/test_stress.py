@@ -10,7 +10,8 @@ the run. What is checked:
 1. context variables (API.md §7): in a random pipeline of ``def`` and
    ``async def`` before-hooks, middleware, handler, after-hooks, error
    handler and streamed body, each step sees exactly what the earlier steps
-   of its own request set, and nothing from any other request;
+   of its own request set, and nothing from any other request -- both ways
+   a thread may start a coroutine on a loop (the `hop_way` fixture);
 2. request bodies: random bytes, sent with Content-Length or chunked, read
    every way (``body()``, ``json()``, ``stream()`` in the handler or in a
    streamed response's generator) after hooks that may read them too, come
@@ -465,6 +466,74 @@ def run_pipeline_case(make_client: MakeClient, seed: int) -> PipelineRun:
     return PipelineRun(p, run_concurrently(jobs, threads, inflight.abort), traces)
 
 
+def draw_loop_first(rng: random.Random) -> Pipeline:
+    """A pipeline without middleware, its steps ``async def`` mostly: the WSGI
+    adapter drives such a route from the shared loop, in one hop
+    (`_pipeline.loop_first`)."""
+    while True:
+
+        def kinds() -> tuple[bool, ...]:
+            return tuple(rng.random() < 0.75 for _ in range(rng.randint(0, 3)))
+
+        stream = rng.choice(["", "sync", "async"])
+        p = Pipeline(kinds(), (), kinds(), rng.random() < 0.75, rng.random() < 0.5, stream)
+        steps = [*p.before, p.handler, *reversed(p.after)]
+        sync_runs = sum(1 for i, a in enumerate(steps) if not a and (i == 0 or steps[i - 1]))
+        if 1 + sync_runs < sum(steps):
+            return p
+
+
+def run_loop_first_case(seed: int, loop_first: bool) -> tuple[Pipeline, PipelineRun]:
+    """`draw_loop_first`'s app of `seed` under WSGI, its pipeline driven from the
+    loop or from the thread (as `loop_first` says), sent 32 requests (4 threads)."""
+    from microweb import wsgi
+
+    rng = random.Random(seed)
+    p = draw_loop_first(rng)
+    cvars = {n: contextvars.ContextVar[str | None](f"stress_{n}", default=None) for n in p.names}
+    traces: dict[str, Trace] = {}
+    saved = wsgi.loop_first
+    wsgi.loop_first = lambda app, route: loop_first  # type: ignore[assignment]
+    try:
+        with TestClient(pipeline_app(p, cvars, traces), protocol="wsgi") as client:
+            inflight = InFlight(client)
+            plan = [
+                (f"{seed}.{i}", rng.choice(["", "", *p.failing]), rng.randint(0, 2))
+                for i in range(32)
+            ]
+            for token, _, _ in plan:
+                traces[token] = []
+
+            def job(token: str, fail: str, yields: int) -> tuple[str, str, int, bytes]:
+                params = {"t": token, "fail": fail, "y": yields}
+                status, body = inflight.request("GET", "/", params=params)
+                return token, fail, status, body
+
+            jobs = [lambda a=args: job(*a) for args in plan]  # type: ignore[misc]
+            requests = run_concurrently(jobs, 4, inflight.abort)
+    finally:
+        wsgi.loop_first = saved
+    return p, PipelineRun(p, requests, traces)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_pipeline_driven_from_the_loop_runs_as_one_driven_from_the_thread(seed: int) -> None:
+    # under WSGI a route of async steps mostly runs its whole pipeline on the
+    # shared loop (its def steps sent back to the server's thread) instead of
+    # hopping once per async step: the same requests answer alike, run the same
+    # steps in the same order, and every step sees exactly what it saw the
+    # other way (what its own request's earlier steps set, nothing else)
+    p, from_loop = run_loop_first_case(seed, True)
+    _, from_thread = run_loop_first_case(seed, False)
+    assert from_loop.requests == from_thread.requests, p
+    assert from_loop.traces == from_thread.traces, p
+    for token, fail, _, _ in from_loop.requests:
+        steps = [name for name, _ in from_loop.traces[token]]
+        assert steps == p.order(fail), (p, fail)
+        expected = expected_seen(steps, fail, token)
+        assert [seen for _, seen in from_loop.traces[token]] == expected, (p, token, fail)
+
+
 def expected_seen(order: list[str], fail: str, token: str) -> list[dict[str, str]]:
     """What each step of `order` should see: the values the earlier steps set."""
     return [{n: f"{n}@{token}" for n in order[:i] if n != fail} for i in range(len(order))]
@@ -474,7 +543,9 @@ SEEDS = range(12)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_pipeline_steps_run_in_order(make_client: MakeClient, seed: int) -> None:
+def test_random_pipeline_steps_run_in_order(
+    make_client: MakeClient, seed: int, hop_way: str
+) -> None:
     run = run_pipeline_case(make_client, seed)
     for token, fail, status, body in run.requests:
         expected = (418, json.dumps({"failed": fail}, separators=(",", ":")).encode())
@@ -485,7 +556,7 @@ def test_random_pipeline_steps_run_in_order(make_client: MakeClient, seed: int) 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_pipeline_steps_see_what_earlier_steps_set(
-    make_client: MakeClient, seed: int
+    make_client: MakeClient, seed: int, hop_way: str
 ) -> None:
     # every step, def or async, sees the values the earlier steps of its own
     # request set (API.md §7); values of other requests are the next test's concern
@@ -503,7 +574,7 @@ def test_random_pipeline_steps_see_what_earlier_steps_set(
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_pipeline_steps_see_nothing_of_other_requests(
-    make_client: MakeClient, seed: int
+    make_client: MakeClient, seed: int, hop_way: str
 ) -> None:
     # nothing a request sets is seen by another: not by a concurrent one, not by
     # the next one served by the same thread
