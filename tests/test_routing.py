@@ -608,6 +608,18 @@ def test_routing_cost_does_not_depend_on_route_count() -> None:
     assert len(app._matcher._root.dynamic) == 0  # nothing to scan at the root
 
 
+def _as_async(fn: Any) -> Any:
+    """An async def handler that does what `fn` does, with `fn`'s signature."""
+
+    async def handler(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    functools.update_wrapper(handler, fn)
+    del handler.__wrapped__  # type: ignore[attr-defined]  # (signature() would follow it)
+    handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return handler
+
+
 def _handlers_of_every_call_kind(app: App, asynchronous: bool) -> None:
     """One route per way a handler takes its arguments (see `Route.invoke`)."""
 
@@ -633,15 +645,7 @@ def _handlers_of_every_call_kind(app: App, asynchronous: bool) -> None:
         ("/general/{n:int}", general),
         ("/typed/{n:int}", typed),
     ]:
-        handler = fn
-        if asynchronous:
-
-            async def handler(*args: Any, _fn: Any = fn, **kwargs: Any) -> Any:
-                return _fn(*args, **kwargs)
-
-            functools.update_wrapper(handler, fn)
-            del handler.__wrapped__  # (signature() would follow it)
-            handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        handler = _as_async(fn) if asynchronous else fn
         app.get(path)(handler)
 
 
@@ -807,15 +811,7 @@ def _requestless_app(path: Any, asynchronous: bool, hooked: bool, ran: list[str]
         ("/later", later),
         ("/nothing", nothing),
     ]:
-        handler = fn
-        if asynchronous:
-
-            async def handler(*args: Any, _fn: Any = fn, **kwargs: Any) -> Any:
-                return _fn(*args, **kwargs)
-
-            functools.update_wrapper(handler, fn)
-            del handler.__wrapped__  # (signature() would follow it)
-            handler.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+        handler = _as_async(fn) if asynchronous else fn
         app.route(route, methods=["GET", "POST"], name=fn.__name__)(handler)
     if hooked:
         app.before_request(lambda request: None)
