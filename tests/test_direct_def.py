@@ -10,7 +10,6 @@ the handler saw, must be the same.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from typing import Any
 
@@ -27,20 +26,13 @@ from microweb import (
 )
 
 from .conftest import MakeClient
+from .test_concurrency import _on_loop
 
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
 
 
 class Refused(Exception):
     pass
-
-
-def _on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _app(hooked: bool, seen: list[tuple[str, Any]]) -> App:
