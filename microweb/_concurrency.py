@@ -668,19 +668,7 @@ def call_on_loop(
     if lent is not None:
         try:
             lent.run(loop, call)  # until the coroutine ends or sends work back
-            q = call.queue
-            while (item := q.get()) is not call:
-                # sync work sent back (a body read): done here without the
-                # baton; then, if the loop is still free, told to the
-                # coroutine by running the loop here again (nobody woken)
-                made = item.call()
-                if lent.borrow():
-                    lent.run(loop, call, item if made else None)
-                    continue
-                if made:
-                    item.report()
-                call.wait(call)
-                break
+            call.wait(call)
         except BaseException:
             _keep_running(call)
             raise
@@ -836,29 +824,25 @@ class _Lender(selectors.EpollSelector):
         """In a thread that would wait for a coroutine: whether it got the baton."""
         return _get_running_loop() is None and self.baton.acquire(False)
 
-    def run(self, loop: Any, call: _Call, done: Job | None = None) -> None:
-        """With the baton: start `call`'s task (or tell it that `done`, the sync
-        work it sent back, is done), run `loop` here until `call` ends or sends
-        work back, then give the baton back (whatever happens)."""
+    def run(self, loop: Any, call: _Call) -> None:
+        """With the baton: run `loop` here until `call` ends or sends work back,
+        then give the baton back (whatever happens)."""
         hooks = sys.get_asyncgen_hooks()
         try:
             _set_running_loop(loop)
             sys.set_asyncgen_hooks(*self._hooks)
-            if done is not None:
-                _finished(done)
-            elif call.task is None:
-                token = _bridge.set(call)  # the task's context is a copy of this one
+            token = _bridge.set(call)  # the task's context is a copy of this one
+            try:
+                coro = call.run()
                 try:
-                    coro = call.run()
-                    try:
-                        task = call.task = asyncio.Task(coro, loop=loop)
-                    except BaseException:
-                        coro.close()
-                        raise
-                finally:
-                    _bridge.reset(token)
-                task.add_done_callback(call.ended)
-                del task
+                    task = call.task = asyncio.Task(coro, loop=loop)
+                except BaseException:
+                    coro.close()
+                    raise
+            finally:
+                _bridge.reset(token)
+            task.add_done_callback(call.ended)
+            del task
             waiting = call.queue.empty
             turn = loop._run_once
             while waiting():
