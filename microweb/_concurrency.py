@@ -28,12 +28,6 @@
   Task, about 14k; a loop turn), and the wake-ups' kernel cost (7.5 µs for
   a bare round trip of two Python threads on one CPU of the benchmark
   machine, about 50 µs across two idle CPUs of that VM).
-* `_Lender` removes the wake-ups when the shared loop has nothing else to
-  do: its thread then lends the loop to the WSGI thread that wants a
-  coroutine run, which runs the loop's turns itself (8.7 µs a call in
-  process against 104 µs for the hop, a trivial coroutine; under gunicorn's
-  sync worker an ``async def`` handler went from 1.62x to 1.22x the CPU of a
-  raw WSGI app per request).
 
 Invariants (each is broken on purpose by a stress test in
 tests/test_concurrency_stress.py):
@@ -61,14 +55,6 @@ tests/test_concurrency_stress.py):
 5. Inbox: a call sent to a loop's inbox runs once, in the order its thread
    sent it. The loop clears the "woken" flag before it empties the deque, so
    a call that arrives as the loop finds the deque empty wakes it again.
-6. Lending (tests/test_lending.py): one thread at a time runs the shared
-   loop, the one holding its baton. The loop's own thread lets the baton go
-   only inside `select`, about to sleep, and takes it back before it looks
-   at anything; a borrower never waits for the baton. Whoever gives the
-   baton back leaves no work the sleeping owner would miss: anything queued
-   from another thread wakes the owner by itself (its sleep watches the
-   wake-up fds), and the borrower wakes it for what the borrower's own turns
-   left (ready callbacks, a timer earlier than the owner's, a stop).
 """
 
 from __future__ import annotations
