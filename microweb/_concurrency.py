@@ -62,13 +62,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import heapq
 import logging
-import math
 import os
 import queue
-import select
-import selectors
 import sys
 import threading
 import weakref
@@ -631,7 +627,6 @@ def call_on_loop(
     kwargs: dict[str, Any],
     fallback: WorkerPool,
     wake_fd: int = -1,
-    lent: _Lender | None = None,
 ) -> Any:
     """From a thread that may block: run ``await fn(*args, **kwargs)`` on `loop`
     and return its result, serving the coroutine's calls meanwhile (see `Bridge`).
@@ -645,22 +640,8 @@ def call_on_loop(
     allows it (`_direct`), else by a callback. `wake_fd` is a pipe the loop
     reads (`_WakePipe`), written to wake it; without one (-1), a no-op
     callback sent with ``call_soon_threadsafe`` wakes it.
-
-    With `lent` (whose baton this thread holds: `_Lender.borrow`), the loop's
-    thread sleeps and this thread runs the loop itself until the coroutine
-    ends or sends work back: no thread is woken at all.
     """
     call = _Call(fallback, fn, args, kwargs)
-    if lent is not None:
-        try:
-            lent.run(loop, call)  # until the coroutine ends or sends work back
-            call.wait(call)
-        except BaseException:
-            _keep_running(call)
-            raise
-        finally:
-            call.close()
-        return _outcome(call)
     direct = _direct(loop)
     token = _bridge.set(call)  # the task's context is a copy of this one, bridge included
     try:
@@ -690,23 +671,13 @@ def call_on_loop(
                     pass
         call.wait(call)
     except BaseException:
-        _keep_running(call)
+        orphan = call.task  # interrupted: keep the task alive until it ends
+        if orphan is not None and not orphan.done():
+            _orphans.add(orphan)
+            orphan.add_done_callback(_orphans.discard)
         raise
     finally:
         call.close()
-    return _outcome(call)
-
-
-def _keep_running(call: _Call) -> None:
-    """The waiting thread was interrupted: keep `call`'s task alive until it ends."""
-    orphan = call.task
-    if orphan is not None and not orphan.done():
-        _orphans.add(orphan)
-        orphan.add_done_callback(_orphans.discard)
-
-
-def _outcome(call: _Call) -> Any:
-    """`call`'s value or exception, once it ended, its context changes applied here."""
     # (the task is released here, after the wake-up, not by the loop before it sleeps)
     call.task = None
     if call.changes is not None:
@@ -722,151 +693,6 @@ def _outcome(call: _Call) -> Any:
 
 
 _write = os.write
-
-
-# --------------------------------------------------------------------------
-# Lending the shared loop to the thread that waits for it
-# --------------------------------------------------------------------------
-
-_set_running_loop = asyncio.events._set_running_loop
-_get_running_loop = asyncio.events._get_running_loop
-
-#: Whether the shared loop's thread lends the loop to WSGI threads while it
-#: sleeps (tests turn it off to test the hop itself).
-LEND = True
-
-
-class _Lender(selectors.EpollSelector):
-    """The shared loop's selector: when the loop's thread would sleep, it lends
-    the loop to a WSGI thread that wants a coroutine run meanwhile.
-
-    A hop costs two thread wake-ups (the loop's, then the waiting thread's),
-    and on a machine with idle CPUs the wake-ups cost more than the rest of
-    the hop together (a bare round trip of two Python threads costs 1.45x a
-    raw WSGI request under gunicorn's sync worker). A loop that has nothing
-    to do needs no thread of its own meanwhile: the thread that waits runs the
-    loop itself, and nobody is woken.
-
-    The *baton* (a lock) is held by whichever thread runs the loop. The
-    loop's own thread (`owner`) holds it, except while it sleeps in `select`:
-    it lets the baton go, sleeps until something it watches is ready (a poll
-    of the epoll object, so the sleep ends on whatever the loop's own select
-    would have ended on, its timeout included) and takes the baton back
-    before it looks. A thread that gets the baton (`borrow`: never waits for
-    it) runs the loop in turns, as its owner would, until its coroutine ends
-    or sends sync work back to it (`run`); then it gives the baton back, and
-    wakes the owner only if the loop has work left that the owner's sleep
-    would not end on (`give_back`): callbacks ready, a timer earlier than the
-    one the owner sleeps until, a stop. Another thread that wants the loop
-    meanwhile takes the usual way (`call_on_loop`), which the borrower's turns
-    serve as the owner's would.
-
-    Only asyncio's own epoll loop, out of debug mode and without a task
-    factory; the loop's private state (`_ready`, `_scheduled`, `_run_once`)
-    is read and run exactly as `BaseEventLoop.run_forever` does.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.baton = threading.Lock()
-        #: The loop's own thread (the one that runs it forever).
-        self.owner = -1
-        #: The loop time the owner's sleep ends at by itself (inf: none).
-        self.until = math.inf
-        self.loop: Any = None
-        #: The fd that wakes the owner (`_WakePipe`), -1 until there is one.
-        self.wake_fd = -1
-        self._hooks: tuple[Any, Any] = (None, None)
-        self._sleep = select.poll()
-        self._sleep.register(self.fileno(), select.POLLIN)
-
-    def adopt(self, loop: asyncio.AbstractEventLoop, wake_fd: int) -> None:
-        """In the owner's thread, before it runs `loop` (it holds the baton from now on)."""
-        self.baton.acquire()
-        self.owner = threading.get_ident()
-        self.loop = loop
-        self.wake_fd = wake_fd
-        self._hooks = (loop._asyncgen_firstiter_hook, loop._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if (timeout is not None and timeout <= 0) or threading.get_ident() != self.owner:
-            return super().select(timeout)
-        # the owner, about to sleep: lend the loop until something is ready
-        if timeout is None:
-            self.until, ms = math.inf, -1
-        else:
-            # `_run_once` has just dropped the cancelled timers at the head
-            scheduled = self.loop._scheduled
-            self.until = scheduled[0]._when if scheduled else math.inf
-            ms = math.ceil(timeout * 1e3)
-        self.baton.release()
-        try:
-            self._sleep.poll(ms)
-        finally:
-            self.baton.acquire()
-        return super().select(0)
-
-    def borrow(self) -> bool:
-        """In a thread that would wait for a coroutine: whether it got the baton."""
-        return _get_running_loop() is None and self.baton.acquire(False)
-
-    def run(self, loop: Any, call: _Call) -> None:
-        """With the baton: run `loop` here until `call` ends or sends work back,
-        then give the baton back (whatever happens)."""
-        hooks = sys.get_asyncgen_hooks()
-        try:
-            _set_running_loop(loop)
-            sys.set_asyncgen_hooks(*self._hooks)
-            token = _bridge.set(call)  # the task's context is a copy of this one
-            try:
-                coro = call.run()
-                try:
-                    task = call.task = asyncio.Task(coro, loop=loop)
-                except BaseException:
-                    coro.close()
-                    raise
-            finally:
-                _bridge.reset(token)
-            task.add_done_callback(call.ended)
-            del task
-            waiting = call.queue.empty
-            turn = loop._run_once
-            while waiting():
-                turn()
-        finally:
-            sys.set_asyncgen_hooks(*hooks)
-            _set_running_loop(None)
-            self.give_back(loop)
-
-    def give_back(self, loop: Any) -> None:
-        """Let the baton go; wake the owner if its sleep would not end on what is left."""
-        scheduled = loop._scheduled
-        while scheduled and scheduled[0]._cancelled:  # (as `_run_once` does)
-            loop._timer_cancelled_count -= 1
-            heapq.heappop(scheduled)._scheduled = False
-        wake = loop._ready or loop._stopping or (scheduled and scheduled[0]._when < self.until)
-        self.baton.release()
-        if not wake:
-            return
-        if self.wake_fd < 0:
-            loop.call_soon_threadsafe(_noop)
-            return
-        try:
-            _write(self.wake_fd, b"\0")
-        except OSError:  # full (so readable: the owner wakes anyway)
-            pass
-
-
-def _lender() -> _Lender | None:
-    """A selector for a new shared loop that lends it (`_Lender`), where it can."""
-    if not hasattr(selectors, "EpollSelector") or not hasattr(select, "poll"):
-        return None
-    if type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy:
-        return None  # a policy of the user's (uvloop's): its loops, not lent
-    try:
-        return _Lender()
-    except OSError:
-        return None
 
 
 # --------------------------------------------------------------------------
@@ -974,15 +800,12 @@ class SharedLoop:
         self.pool = WorkerPool(SPARE_THREADS)
         #: Wakes the loop once a task is queued for it (see `_WakePipe`), or None.
         self._wake: _WakePipe | None = None
-        #: The loop's selector, which lends it to waiting threads (`_Lender`), or None.
-        self._lender: _Lender | None = None
 
     def _reset(self) -> None:  # in a forked child: the thread did not survive
         self._lock = threading.Lock()
         self.loop = None
         self.ident = None
         self._thread = None
-        self._lender = None
         if self._wake is not None:
             self._wake.close()  # (the parent's: no other thread uses it here)
             self._wake = None
@@ -1008,11 +831,7 @@ class SharedLoop:
 
         def main() -> None:
             try:
-                lender = _lender()
-                if lender is None:
-                    loop = asyncio.new_event_loop()
-                else:
-                    loop = asyncio.SelectorEventLoop(lender)
+                loop = asyncio.new_event_loop()
             except BaseException as exc:  # e.g. out of file descriptors
                 failure.append(exc)
                 ready.set()
@@ -1021,13 +840,10 @@ class SharedLoop:
             # (a pipe the loop reads is left open when the loop stops: a thread
             # may still write to it, and its number must not name another file)
             wake = _WakePipe.open(loop)
-            if lender is not None:
-                lender.adopt(loop, -1 if wake is None else wake.fd)
 
             async def forever() -> None:
                 self.ident = threading.get_ident()
                 self._wake = wake
-                self._lender = lender
                 self.loop = loop
                 ready.set()
                 await loop.create_future()  # never done: the loop's main task
@@ -1057,16 +873,11 @@ class SharedLoop:
         loop = self.loop
         if loop is None:
             loop = self.get()
-        lender = self._lender
-        if lender is not None and LEND and _direct(loop) and lender.borrow():
-            return call_on_loop(loop, fn, args, kwargs, self.pool, lent=lender)
         wake = self._wake
         return call_on_loop(loop, fn, args, kwargs, self.pool, -1 if wake is None else wake.fd)
 
     def on_loop(self) -> bool:
-        """Whether this thread runs the loop now (its own thread, or one it is lent to)."""
-        loop = self.loop
-        return loop is not None and _get_running_loop() is loop
+        return threading.get_ident() == self.ident
 
 
 shared_loop = SharedLoop()
