@@ -38,14 +38,18 @@ def make_client(protocol: str) -> Iterator[MakeClient]:
         client.close()
 
 
-@pytest.fixture(params=["direct", "general"])
+@pytest.fixture(params=["lent", "direct", "general"])
 def hop_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """How a thread starts a coroutine on a loop (`_concurrency.call_on_loop`):
-    it makes the task itself (asyncio's loops: "direct"), or a callback on the
-    loop makes it (uvloop, debug mode, a task factory: "general")."""
-    if request.param == "general":
-        from microweb import _concurrency
+    """How a thread gets a coroutine run on a loop (`_concurrency.call_on_loop`):
+    the shared loop, idle, is lent to the thread, which runs it ("lent", the
+    default under WSGI); or the thread makes the task itself and wakes the
+    loop (asyncio's loops: "direct"); or a callback on the loop makes it
+    (uvloop, debug mode, a task factory: "general")."""
+    from microweb import _concurrency
 
+    if request.param != "lent":
+        monkeypatch.setattr(_concurrency, "LEND", False)
+    if request.param == "general":
         monkeypatch.setattr(_concurrency, "_direct", lambda loop: False)
     return str(request.param)
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from microweb import App, Request, Response, StreamingResponse
+from microweb._concurrency import shared_loop
 
 from .conftest import MakeClient
 
@@ -82,23 +83,53 @@ def test_def_code_never_runs_on_an_event_loop(make_client: MakeClient) -> None:
 
 
 def test_async_code_under_wsgi_shares_one_loop() -> None:
+    # what one request's async code makes on the loop (a queue, a task that
+    # serves it) works in the next requests', from any of the server's threads
     from microweb.testing import TestClient
 
     app = App()
     loops: set[int] = set()
-    threads: set[int] = set()
+    served: list[asyncio.Queue[tuple[int, asyncio.Future[int]]]] = []
 
-    @app.get("/")
-    async def index() -> str:
-        loops.add(id(asyncio.get_running_loop()))
-        threads.add(threading.get_ident())
-        return "ok"
+    async def server(q: asyncio.Queue[tuple[int, asyncio.Future[int]]]) -> None:
+        while True:
+            n, reply = await q.get()
+            reply.set_result(n * 2)
 
+    @app.get("/{n:int}")
+    async def index(n: int) -> str:
+        loop = asyncio.get_running_loop()
+        loops.add(id(loop))
+        if not served:
+            q: asyncio.Queue[tuple[int, asyncio.Future[int]]] = asyncio.Queue()
+            served.append(q)
+            task = loop.create_task(server(q))
+            app.state.server = task  # (kept: the loop holds its tasks weakly)
+        reply: asyncio.Future[int] = loop.create_future()
+        await served[0].put((n, reply))
+        return str(await reply)
+
+    answers: dict[int, str] = {}
     with TestClient(app, protocol="wsgi") as client:
-        for _ in range(5):
-            assert client.get("/").text == "ok"
+        assert client.get("/0").text == "0"
+
+        def ask(n: int) -> None:
+            answers[n] = client.get(f"/{n}").text
+
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(1, 9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+    async def stop(task: asyncio.Task[None]) -> bool:
+        task.cancel()
+        await asyncio.wait([task])
+        return task.cancelled()
+
+    assert shared_loop.call(stop, (app.state.server,), {})
+    assert answers == {n: str(2 * n) for n in range(1, 9)}
     assert len(loops) == 1
-    assert threading.get_ident() not in threads  # not the WSGI thread: the loop's own
 
 
 def test_context_variables_flow_from_async_middleware_to_def_handler(
