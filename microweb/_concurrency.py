@@ -819,6 +819,7 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         self._pinned: dict[asyncio.Task[Any], _Call] = {}
         self._pin_next: _Call | None = None
         self._wanted = 0  # threads waiting for the baton
+        self._holder = 0  # the waiting thread that holds the baton (0: none, or the loop's)
         self._turnstile = threading.Condition(threading.Lock())
         self._parked = False
         self._until = math.inf  # loop time the parked thread wakes at by itself
@@ -905,17 +906,22 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
 
     def take(self) -> None:
         """Take the baton (from a thread that waits for a coroutine)."""
-        if self.baton.acquire(False):
+        me = threading.get_ident()
+        if self._holder == me:
+            # left taken by this thread, interrupted in between (a signal
+            # handler that raised, in the main thread): it is this thread's
             return
-        turnstile = self._turnstile
-        with turnstile:
-            self._wanted += 1
-        try:
-            self.baton.acquire()
-        finally:
+        if not self.baton.acquire(False):
+            turnstile = self._turnstile
             with turnstile:
-                self._wanted -= 1
-                turnstile.notify_all()
+                self._wanted += 1
+            try:
+                self.baton.acquire()
+            finally:
+                with turnstile:
+                    self._wanted -= 1
+                    turnstile.notify_all()
+        self._holder = me
 
     def give_back(self, soon: bool = False) -> None:
         """Let the baton go; wake the parked loop thread for work its sleep would
@@ -923,15 +929,18 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         step is ready), so a timer can wait for that (a timeout that the task
         cancels before it ends wakes nobody)."""
         wake: Any = False
-        if self._parked:
-            wake = self._ready or self._stopping  # type: ignore[attr-defined]
-            if not wake and not soon:
-                scheduled = self._scheduled  # type: ignore[attr-defined]
-                while scheduled and scheduled[0]._cancelled:  # (as `_run_once` does)
-                    self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
-                    heapq.heappop(scheduled)._scheduled = False
-                wake = scheduled and scheduled[0]._when < self._until
-        self.baton.release()
+        try:
+            if self._parked:
+                wake = self._ready or self._stopping  # type: ignore[attr-defined]
+                if not wake and not soon:
+                    scheduled = self._scheduled  # type: ignore[attr-defined]
+                    while scheduled and scheduled[0]._cancelled:  # (as `_run_once` does)
+                        self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
+                        heapq.heappop(scheduled)._scheduled = False
+                    wake = scheduled and scheduled[0]._when < self._until
+        finally:
+            self._holder = 0
+            self.baton.release()
         if not wake:
             return
         if self._wake_fd < 0:
@@ -944,16 +953,22 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
 
     def step(self, fn: Callable[[Any], Any], arg: Any, call: _Call) -> None:
         """With the baton taken here: ``fn(arg)`` as loop code, then give it back."""
-        hooks = sys.get_asyncgen_hooks()
+        # (each part of the way back in a `finally` of its own: a signal handler
+        # that raises in one, in the main thread, does not skip the others)
         try:
-            _set_running_loop(self)
-            sys.set_asyncgen_hooks(*self._hooks)
-            fn(arg)
+            hooks = sys.get_asyncgen_hooks()
+            try:
+                _set_running_loop(self)
+                sys.set_asyncgen_hooks(*self._hooks)
+                fn(arg)
+            finally:
+                sys.set_asyncgen_hooks(*hooks)
         finally:
-            sys.set_asyncgen_hooks(*hooks)
-            _set_running_loop(None)
-            task = call.task
-            self.give_back(task is not None and not task.done() and not call.queue.empty())
+            try:
+                _set_running_loop(None)
+            finally:
+                task = call.task
+                self.give_back(task is not None and not task.done() and not call.queue.empty())
 
     def _start(self, call: _Call) -> None:
         """On the loop, here: make `call`'s task, pinned to this thread."""

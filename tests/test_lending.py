@@ -526,3 +526,29 @@ def test_a_loop_that_never_sleeps_still_serves_requests() -> None:
     finally:
         stop.set()
         future.result(DEADLINE)
+
+
+def test_a_thread_interrupted_as_it_took_the_loop_takes_it_back_next_time() -> None:
+    # a signal handler that raises right after the thread took the baton (in
+    # the main thread of a single-threaded server): the thread's next call
+    # goes on with it, and the loop's own thread then gets it back
+    loop = shared_loop.get()
+    assert isinstance(loop, _concurrency.SharedEventLoop)
+    fired = threading.Event()
+    answers: list[Any] = []
+
+    async def request() -> str:
+        asyncio.get_running_loop().call_later(0.001, fired.set)  # for the loop's thread
+        await asyncio.sleep(0)
+        return "answered"
+
+    def thread() -> None:
+        loop.take()  # ... and interrupted: never given back
+        answers.append(_call(request))
+
+    t = threading.Thread(target=thread, daemon=True)
+    t.start()
+    t.join(DEADLINE)
+    assert not t.is_alive(), "the next call waits for ever for the loop"
+    assert answers == ["answered"]
+    assert fired.wait(DEADLINE), "the loop's own thread never got the loop back"
