@@ -74,7 +74,8 @@ tests/test_concurrency_stress.py):
    would miss: what other threads queue wakes it by itself (its sleep
    watches the wake-up fds), and the giver wakes it for what its own step
    left (ready callbacks, a timer earlier than the one it sleeps until -- at
-   the latest when its task stops for something -- a stop). Sync work a
+   the latest when its task stops for something or the timer is due -- a
+   stop). Sync work a
    subtask sends to a pinned task's bridge goes to the pool, never to the
    thread that must keep running the task's own steps.
 """
@@ -921,16 +922,19 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         """Let the baton go; wake the parked loop thread for work its sleep would
         miss. `soon`: this thread takes the baton again at once (the task's next
         step is ready), so a timer can wait for that (a timeout that the task
-        cancels before it ends wakes nobody)."""
+        cancels before it ends wakes nobody) until it is due."""
         wake: Any = False
         if self._parked:
             wake = self._ready or self._stopping  # type: ignore[attr-defined]
-            if not wake and not soon:
+            if not wake:
                 scheduled = self._scheduled  # type: ignore[attr-defined]
                 while scheduled and scheduled[0]._cancelled:  # (as `_run_once` does)
                     self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
                     heapq.heappop(scheduled)._scheduled = False
-                wake = scheduled and scheduled[0]._when < self._until
+                if scheduled and (when := scheduled[0]._when) < self._until:
+                    # `soon`: not yet, unless the timer is due (a task that
+                    # never stops, a timeout around it, would wait for ever)
+                    wake = not soon or when <= self.time()
         self.baton.release()
         if not wake:
             return

@@ -526,3 +526,40 @@ def test_a_loop_that_never_sleeps_still_serves_requests() -> None:
     finally:
         stop.set()
         future.result(DEADLINE)
+
+
+@pytest.mark.parametrize("library", ["asyncio", "anyio"])
+def test_a_timeout_around_a_coroutine_that_never_waits_fires(library: str) -> None:
+    # a request whose coroutine yields (`await asyncio.sleep(0)`) but never
+    # waits for anything: its steps follow one another in its thread, and the
+    # timeout it set around them still fires once due (found by a review: the
+    # loop's thread was woken for the timer only once the task stopped, so
+    # the request ran for ever)
+    import anyio
+
+    give_up = threading.Event()
+
+    async def spin() -> None:
+        while not give_up.is_set():
+            await asyncio.sleep(0)
+
+    async def request() -> str:
+        try:
+            if library == "asyncio":
+                async with asyncio.timeout(0.01):
+                    await spin()
+            else:
+                with anyio.fail_after(0.01):
+                    await spin()
+        except TimeoutError:
+            return "timed out"
+        return "never timed out"
+
+    _wait_for_a_sleeping_loop()
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(_call(request)), daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    give_up.set()  # (ends the request if the timeout never fired)
+    thread.join(DEADLINE)
+    assert result == ["timed out"]
