@@ -643,3 +643,51 @@ def test_a_signal_as_the_thread_takes_the_loop_leaves_the_loop_working() -> None
             wait_until(lambda: answers == ["answered"], "the next request is answered")
     assert running is None, "the shared loop is left as this thread's running loop"
     assert answered, "the next request hangs: the baton was left taken"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "review of bc88f2d: an anyio cancel scope (move_on_after, fail_after) "
+        "that expires while the request's task waits for sync work in its own "
+        "thread (a body read, a def step, a nested call) makes the loop's "
+        "thread spin: anyio cancels again at every loop turn until the task "
+        "wakes, and the task's wake-up waits in the queue of its thread, busy "
+        "with that work (0.46 s of the loop thread's CPU for a 0.5 s read, "
+        "0.03 s without lending: /tmp/rv2/anyio_spin.py)"
+    ),
+)
+def test_a_cancel_scope_expiring_during_sync_work_does_not_spin_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anyio
+
+    loop = shared_loop.get()
+    turns = [0]
+    run_once = loop._run_once  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        turns[0] += 1
+        run_once()
+
+    spun = threading.Event()
+
+    def slow_read() -> None:  # (a slow client's body, say)
+        start = turns[0]
+        end = time.monotonic() + 2.0
+        while turns[0] - start < 1000 and time.monotonic() < end:
+            time.sleep(0.005)
+        if turns[0] - start >= 1000:
+            spun.set()
+
+    async def request() -> str:
+        bridge = _concurrency.current_bridge()
+        assert bridge is not None
+        with anyio.move_on_after(0.001):
+            await bridge.call_in_thread(slow_read)
+        return "answered"
+
+    _wait_for_a_sleeping_loop()
+    monkeypatch.setattr(loop, "_run_once", counted)
+    assert _call(request) == "answered"
+    assert not spun.is_set(), "the loop's thread turned 1000 times while the read blocked"
