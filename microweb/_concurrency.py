@@ -67,16 +67,21 @@ tests/test_concurrency_stress.py):
    sleeps or hands over to threads waiting for it, and a waiting thread holds
    it for one step. A task's steps all run in one thread: a pinned task's
    (scheduled through `call_soon`, the only way asyncio schedules a task's
-   step or wake-up) go to its thread's queue, everything else to the loop's
-   thread; a waiting thread interrupted before its task ended hands the
-   task's queued steps to the loop's thread (the one case where a task moves).
-   Whoever gives the baton back leaves no work the sleeping loop thread
-   would miss: what other threads queue wakes it by itself (its sleep
-   watches the wake-up fds), and the giver wakes it for what its own step
-   left (ready callbacks, a timer earlier than the one it sleeps until -- at
-   the latest when its task stops for something -- a stop). Sync work a
-   subtask sends to a pinned task's bridge goes to the pool, never to the
-   thread that must keep running the task's own steps.
+   step or wake-up) wait in its call's `steps`, everything else runs in the
+   loop's thread. A waiting thread interrupted (a signal handler that raised)
+   lets the baton go if it holds it (an RLock knows) and hands what is left
+   in `steps`, sync work included, to the loop's thread (the one case where a
+   task moves); it takes things from `steps` without a point in between
+   where a handler could raise, so nothing is lost. Whoever gives the baton
+   back leaves no work the sleeping loop thread would miss: what other
+   threads queue wakes it by itself (its sleep watches the wake-up fds), and
+   the giver wakes it for what its own step left (ready callbacks, a timer
+   earlier than the one it sleeps until -- at the latest when its task stops
+   for something or the timer is due -- a stop). Sync work a subtask sends
+   to a pinned task's bridge goes to the pool, never to the thread that must
+   keep running the task's own steps; while the thread does its own task's
+   sync work, the task is shielded from anyio's cancel scopes (which would
+   cancel it again at every turn of the loop meanwhile).
 """
 
 from __future__ import annotations
@@ -538,7 +543,19 @@ class _Call(Bridge):
     twice).
     """
 
-    __slots__ = ("args", "changes", "exc", "fn", "kwargs", "pinned", "started", "task", "value")
+    __slots__ = (
+        "args",
+        "changes",
+        "exc",
+        "fn",
+        "job",
+        "kwargs",
+        "pinned",
+        "started",
+        "steps",
+        "task",
+        "value",
+    )
 
     def __init__(
         self,
@@ -561,18 +578,36 @@ class _Call(Bridge):
         self.value: Any = None
         self.exc: BaseException | None = None
         self.changes: Changes | None = None
-        #: Whether the task's steps run in the waiting thread (`SharedEventLoop`).
+        #: Whether the task's steps run in the waiting thread (`SharedEventLoop`):
+        #: then its steps and sync work wait in `steps` (each rings `queue`
+        #: with `_STEP`), and `job` is the sync work the thread is doing.
         self.pinned = False
+        self.steps: collections.deque[Any] | None = None
+        self.job: Job | None = None
 
     async def call_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.pinned and asyncio.current_task() is not self.task:
+        steps = self.steps
+        if steps is None:
+            return await Bridge.call_in_thread(self, fn, *args)
+        job = Job(fn, args)
+        task = asyncio.current_task()
+        if task is not self.task or self._closed:
             # another task's work (a subtask's, which inherited this bridge):
             # the waiting thread runs its own task's steps, which must not
             # wait for it (the task may have a timeout to keep meanwhile)
-            job = Job(fn, args)
             self._fallback.submit(job)
             return await job.wait()
-        return await Bridge.call_in_thread(self, fn, *args)
+        steps.append(job)
+        self.queue.put(_STEP)
+        if task in _cancel_scoped:
+            # the task's next step waits for this thread, which is busy with
+            # the work: an anyio cancel scope expiring meanwhile would cancel
+            # it again at every turn of the loop (a busy loop) if the task
+            # were not shielded. (Cancelled, the work runs to its end
+            # anyway: see Job.wait.)
+            with anyio.CancelScope(shield=True):
+                return await job.wait()
+        return await job.wait()
 
     async def run(self) -> None:
         """The task's coroutine: ``await fn(*args, **kwargs)``, the outcome kept here."""
@@ -604,6 +639,19 @@ class _Call(Bridge):
             self.exc = RuntimeError("the coroutine was cancelled before it started")
             self.queue.put(self)
 
+
+#: Rings a pinned call's queue: a step or sync work waits in its `steps`.
+_STEP: Any = object()
+
+try:  # tasks in an anyio cancel scope (anyio's own record of them)
+    from anyio._backends._asyncio import _task_states as _cancel_scoped
+except ImportError:  # (another anyio: shield every wait for the thread's work)
+
+    class _Everything:
+        def __contains__(self, item: object) -> bool:
+            return True
+
+    _cancel_scoped = _Everything()  # type: ignore[assignment]
 
 #: The bridge of the thread waiting for the running coroutine (None when nobody waits).
 _bridge: contextvars.ContextVar[Bridge | None] = contextvars.ContextVar(
@@ -814,12 +862,12 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         selector = _ParkingSelector()
         super().__init__(selector)
-        self.baton = threading.Lock()
+        #: (reentrant only to say who holds it: `_is_owned`; never taken twice)
+        self.baton = threading.RLock()
         #: Tasks pinned to a waiting thread, and their calls (whose queues get their steps).
         self._pinned: dict[asyncio.Task[Any], _Call] = {}
         self._pin_next: _Call | None = None
         self._wanted = 0  # threads waiting for the baton
-        self._holder = 0  # the waiting thread that holds the baton (0: none, or the loop's)
         self._turnstile = threading.Condition(threading.Lock())
         self._parked = False
         self._until = math.inf  # loop time the parked thread wakes at by itself
@@ -899,15 +947,15 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
         handle = _Handle(callback, args, self, context)
-        call.queue.put(handle)
+        call.steps.append(handle)  # type: ignore[union-attr]
+        call.queue.put(_STEP)
         return handle
 
     # -- the threads that wait
 
     def take(self) -> None:
         """Take the baton (from a thread that waits for a coroutine)."""
-        me = threading.get_ident()
-        if self._holder == me:
+        if self.baton._is_owned():  # type: ignore[attr-defined]
             # left taken by this thread, interrupted in between (a signal
             # handler that raised, in the main thread): it is this thread's
             return
@@ -921,25 +969,26 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
                 with turnstile:
                     self._wanted -= 1
                     turnstile.notify_all()
-        self._holder = me
 
     def give_back(self, soon: bool = False) -> None:
         """Let the baton go; wake the parked loop thread for work its sleep would
         miss. `soon`: this thread takes the baton again at once (the task's next
         step is ready), so a timer can wait for that (a timeout that the task
-        cancels before it ends wakes nobody)."""
+        cancels before it ends wakes nobody) until it is due."""
         wake: Any = False
         try:
             if self._parked:
                 wake = self._ready or self._stopping  # type: ignore[attr-defined]
-                if not wake and not soon:
+                if not wake:
                     scheduled = self._scheduled  # type: ignore[attr-defined]
                     while scheduled and scheduled[0]._cancelled:  # (as `_run_once` does)
                         self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
                         heapq.heappop(scheduled)._scheduled = False
-                    wake = scheduled and scheduled[0]._when < self._until
+                    if scheduled and (when := scheduled[0]._when) < self._until:
+                        # `soon`: not yet, unless the timer is due (a task that
+                        # never stops, a timeout around it, would wait for ever)
+                        wake = not soon or when <= self.time()
         finally:
-            self._holder = 0
             self.baton.release()
         if not wake:
             return
@@ -973,6 +1022,7 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
     def _start(self, call: _Call) -> None:
         """On the loop, here: make `call`'s task, pinned to this thread."""
         call.pinned = True
+        call.steps = collections.deque()
         token = _bridge.set(call)  # the task's context is a copy of this one
         try:
             self._pin_next = call
@@ -991,50 +1041,93 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         """On the loop, here, when the waiting thread stops waiting before the
         task ends: the task goes on in the loop's own thread."""
         self._pinned.pop(call.task, None)  # type: ignore[arg-type]
-        q = call.queue
-        rest = []
-        while not q.empty():  # (only the baton's holder puts steps there)
-            item = q.get_nowait()
-            if type(item) is _Handle:
-                self._ready.append(item)  # type: ignore[attr-defined]
+        steps = call.steps
+        call.steps = None  # (sync work sent from now on goes to the pool)
+        job, call.job = call.job, None
+        if job is not None:  # taken, not told: tell it (or have it done) elsewhere
+            if job.ticket:
+                call._fallback.submit(job)
             else:
-                rest.append(item)
-        for item in rest:
-            q.put(item)
+                job.report()
+        while steps:
+            item = steps.popleft()
+            if type(item) is Job:
+                call._fallback.submit(item)
+            else:
+                self._ready.append(item)  # type: ignore[attr-defined]
 
 
 def run_pinned(loop: SharedEventLoop, call: _Call) -> Any:
     """From a thread that waits: run `call`'s coroutine on `loop`, its steps in this
-    thread (see `SharedEventLoop`), and return its outcome."""
+    thread (see `SharedEventLoop`), and return its outcome.
+
+    What the thread takes from `call.steps` is taken without a point where a
+    signal handler could raise in between (a subscript, a ``del``, no call),
+    so an interruption never loses a step: `_unpin` hands what is left to the
+    loop's thread, sync work included.
+    """
     q = call.queue
+    hooks = sys.get_asyncgen_hooks()
     try:
         loop.take()
         loop.step(loop._start, call, call)
-        while (item := q.get()) is not call:
-            if type(item) is Job:  # sync work sent back: done here, told to the coroutine
+        steps = call.steps
+        assert steps is not None
+        while q.get() is not call:
+            if not steps:
+                continue
+            if type(steps[0]) is Job:  # sync work sent back: done here, told to the coroutine
                 loop.take()
                 loop.give_back()  # (the timers its last step set must not wait for it)
-                if item.call():
+                call.job = steps[0]
+                del steps[0]
+                if call.job.call():
                     loop.take()
-                    loop.step(_finished, item, call)
+                    loop.step(_finished, call.job, call)
+                call.job = None
             else:  # a step of the task
                 loop.take()
-                loop.step(_run_handle, item, call)
+                loop.step(_run_step, steps, call)
     except BaseException:
-        if call.task is not None and not call.task.done():
-            loop.take()
-            loop.step(loop._unpin, call, call)
-            _keep_running(call)
+        # interrupted (a signal handler that raised): let the loop go if this
+        # thread still holds it, and hand the task to the loop's thread
+        try:
+            try:
+                if _get_running_loop() is loop:
+                    _set_running_loop(None)
+                sys.set_asyncgen_hooks(*hooks)
+            finally:
+                if loop.baton._is_owned():  # type: ignore[attr-defined]
+                    loop.give_back()
+        finally:
+            if call.task is not None and not call.task.done():
+                loop.take()
+                loop.step(loop._unpin, call, call)
+                _keep_running(call)
         raise
     finally:
         loop._pinned.pop(call.task, None)  # type: ignore[arg-type]
+        if call.steps:  # (nothing is left once the task has ended; never lose it)
+            loop.take()
+            loop.step(loop._unpin, call, call)
         call.close()
     return _outcome(call)
 
 
-def _run_handle(handle: asyncio.Handle) -> None:
-    if not handle._cancelled:
-        handle._run()
+def _run_step(steps: collections.deque[asyncio.Handle]) -> None:
+    """The first of `steps`, taken and run (as `Handle._run`, without its frame)."""
+    handle = steps[0]
+    del steps[0]
+    if handle._cancelled:
+        return
+    try:
+        handle._context.run(handle._callback, *handle._args)  # type: ignore[attr-defined]
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        handle._loop.call_exception_handler(  # type: ignore[attr-defined]
+            {"message": f"Exception in callback {handle!r}", "exception": exc, "handle": handle}
+        )
 
 
 def _shared_event_loop() -> asyncio.AbstractEventLoop:

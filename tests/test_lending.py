@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import random
 import subprocess
 import sys
@@ -552,3 +553,176 @@ def test_a_thread_interrupted_as_it_took_the_loop_takes_it_back_next_time() -> N
     assert not t.is_alive(), "the next call waits for ever for the loop"
     assert answers == ["answered"]
     assert fired.wait(DEADLINE), "the loop's own thread never got the loop back"
+
+
+@pytest.mark.parametrize("library", ["asyncio", "anyio"])
+def test_a_timeout_around_a_coroutine_that_never_waits_fires(library: str) -> None:
+    # a request whose coroutine yields (`await asyncio.sleep(0)`) but never
+    # waits for anything: its steps follow one another in its thread, and the
+    # timeout it set around them still fires once due (found by a review: the
+    # loop's thread was woken for the timer only once the task stopped, so
+    # the request ran for ever)
+    import anyio
+
+    give_up = threading.Event()
+
+    async def spin() -> None:
+        while not give_up.is_set():
+            await asyncio.sleep(0)
+
+    async def request() -> str:
+        try:
+            if library == "asyncio":
+                async with asyncio.timeout(0.01):
+                    await spin()
+            else:
+                with anyio.fail_after(0.01):
+                    await spin()
+        except TimeoutError:
+            return "timed out"
+        return "never timed out"
+
+    _wait_for_a_sleeping_loop()
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(_call(request)), daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    give_up.set()  # (ends the request if the timeout never fired)
+    thread.join(DEADLINE)
+    assert result == ["timed out"]
+
+
+class _SignalOnTaking:
+    """The loop's baton (the same lock), where a signal arrives for the main
+    thread just as it takes the baton: its handler runs there."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.armed = True
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got: bool = self.lock.acquire(blocking, timeout)
+        if got and self.armed and threading.current_thread() is threading.main_thread():
+            import signal
+
+            self.armed = False
+            signal.raise_signal(signal.SIGUSR1)
+        return got
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def _is_owned(self) -> bool:
+        return bool(self.lock._is_owned())
+
+
+def test_a_signal_as_the_thread_takes_the_loop_leaves_the_loop_working() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    import signal
+
+    loop = shared_loop.get()
+    assert isinstance(loop, _concurrency.SharedEventLoop)
+    lock = loop.baton
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    async def request() -> str:
+        await asyncio.sleep(0)
+        return "answered"
+
+    answers: list[str] = []
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        _wait_for_a_sleeping_loop()
+        loop.baton = _SignalOnTaking(lock)  # type: ignore[assignment]
+        with pytest.raises(Interrupted):
+            _call(request)
+        loop.baton = lock
+        running = asyncio.events._get_running_loop()
+        other = threading.Thread(target=lambda: answers.append(_call(request)), daemon=True)
+        other.start()
+        other.join(5.0)  # (a few ms when it works; a hang otherwise)
+        answered = answers == ["answered"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        loop.baton = lock
+        if answers != ["answered"]:  # (the baton leaked: the next tests need the loop)
+            asyncio.events._set_running_loop(None)
+            lock.release()
+            wait_until(lambda: answers == ["answered"], "the next request is answered")
+    assert running is None, "the shared loop is left as this thread's running loop"
+    assert answered, "the next request hangs: the baton was left taken"
+
+
+def test_a_cancel_scope_expiring_during_sync_work_does_not_spin_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anyio
+
+    loop = shared_loop.get()
+    turns = [0]
+    run_once = loop._run_once  # type: ignore[attr-defined]
+
+    def counted() -> None:
+        turns[0] += 1
+        run_once()
+
+    spun = threading.Event()
+
+    def slow_read() -> None:  # (a slow client's body, say)
+        start = turns[0]
+        end = time.monotonic() + 2.0
+        while turns[0] - start < 1000 and time.monotonic() < end:
+            time.sleep(0.005)
+        if turns[0] - start >= 1000:
+            spun.set()
+
+    async def request() -> str:
+        bridge = _concurrency.current_bridge()
+        assert bridge is not None
+        with anyio.move_on_after(0.001):
+            await bridge.call_in_thread(slow_read)
+        return "answered"
+
+    _wait_for_a_sleeping_loop()
+    monkeypatch.setattr(loop, "_run_once", counted)
+    assert _call(request) == "answered"
+    assert not spun.is_set(), "the loop's thread turned 1000 times while the read blocked"
+
+
+def test_a_thread_interrupted_as_it_takes_a_step_loses_no_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the waiting thread is interrupted (a signal handler that raised) just
+    # as it learns that its task's next step is ready: the step is not lost,
+    # the task goes on in the loop's thread to its end
+    finished = threading.Event()
+    taken = [0]
+
+    class InterruptedQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            item = super().get(block, timeout)
+            if item is _concurrency._STEP:
+                taken[0] += 1
+                if taken[0] == 3:  # (the first is the task's first step)
+                    raise Interrupted
+            return item
+
+    class Patched:
+        SimpleQueue = InterruptedQueue
+        Empty = queue.Empty
+
+    async def request() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        finished.set()
+
+    monkeypatch.setattr(_concurrency, "queue", Patched)
+    with pytest.raises(Interrupted):
+        _call(request)
+    monkeypatch.undo()
+    assert finished.wait(DEADLINE), "the task lost a step: it never ended"
+    wait_until(lambda: not _concurrency._orphans, "the interrupted request's task is let go")
+    assert _call(request) is None  # (and the loop serves the next one)
