@@ -1036,6 +1036,12 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
             self._pin_next = None
             _bridge.reset(token)
         task.add_done_callback(call.ended)
+        # the task's first step, now, with the baton still here (its ring
+        # on the queue then finds `steps` empty); unless callbacks ready
+        # before it must run first
+        steps = call.steps
+        if steps and not self._ready:  # type: ignore[attr-defined]
+            _run_step(steps)
 
     def _unpin(self, call: _Call) -> None:
         """On the loop, here, when the waiting thread stops waiting before the
@@ -1070,7 +1076,7 @@ def run_pinned(loop: SharedEventLoop, call: _Call) -> Any:
     hooks = sys.get_asyncgen_hooks()
     try:
         loop.take()
-        loop.step(loop._start, call, call)
+        loop.step(loop._start, call, call)  # (its first step too)
         steps = call.steps
         assert steps is not None
         while q.get() is not call:
