@@ -68,11 +68,14 @@ tests/test_concurrency_stress.py):
    it for one step. A task's steps all run in one thread: a pinned task's
    (scheduled through `call_soon`, the only way asyncio schedules a task's
    step or wake-up) wait in its call's `steps`, everything else runs in the
-   loop's thread. A waiting thread interrupted (a signal handler that raised)
-   lets the baton go if it holds it (an RLock knows) and hands what is left
-   in `steps`, sync work included, to the loop's thread (the one case where a
-   task moves); it takes things from `steps` without a point in between
-   where a handler could raise, so nothing is lost. Whoever gives the baton
+   loop's thread. asyncio's order holds across threads: a pinned task's
+   step scheduled while callbacks are ready runs after them (the loop's
+   thread rings the step's thread once it has run them). A waiting thread
+   interrupted (a signal handler that raised) lets the baton go if it holds
+   it (an RLock knows) and hands what is left in `steps`, sync work
+   included, to the loop's thread (the one case where a task moves); it
+   takes things from `steps` without a point in between where a handler
+   could raise, so nothing is lost. Whoever gives the baton
    back leaves no work the sleeping loop thread would miss: what other
    threads queue wakes it by itself (its sleep watches the wake-up fds), and
    the giver wakes it for what its own step left (ready callbacks, a timer
@@ -876,6 +879,7 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
             self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
             self._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
         )
+        self._ring_ctx = contextvars.Context()  # (the loop's thread's doorbells run in it)
         self._sleep = select.poll()
         self._sleep.register(selector.fileno(), select.POLLIN)
         selector.park = self._park
@@ -948,7 +952,13 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
             raise RuntimeError("Event loop is closed")
         handle = _Handle(callback, args, self, context)
         call.steps.append(handle)  # type: ignore[union-attr]
-        call.queue.put(_STEP)
+        if self._ready:  # type: ignore[attr-defined]
+            # callbacks ready before this step run first (asyncio's order: a
+            # task started, then ``sleep(0)``, has run its first step): the
+            # loop's thread rings the call's thread once it has run them
+            self._ready.append(_Handle(call.queue.put, (_STEP,), self, self._ring_ctx))  # type: ignore[attr-defined]
+        else:
+            call.queue.put(_STEP)
         return handle
 
     # -- the threads that wait
