@@ -870,6 +870,7 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         #: Tasks pinned to a waiting thread, and their calls (whose queues get their steps).
         self._pinned: dict[asyncio.Task[Any], _Call] = {}
         self._pin_next: _Call | None = None
+        self._pin_first = False  # (its first step is `_start`'s to run)
         self._wanted = 0  # threads waiting for the baton
         self._turnstile = threading.Condition(threading.Lock())
         self._parked = False
@@ -938,9 +939,15 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         call = self._pin_next
-        if call is not None:  # the first step of the task `run_pinned` is making
+        if call is not None:  # the first step of the task `_start` is making
             self._pin_next = None
             self._pinned[callback.__self__] = call  # type: ignore[attr-defined]
+            if not self._ready:  # type: ignore[attr-defined]
+                # nothing ready before it: `_start` runs it at once (no ring)
+                handle = _Handle(callback, args, self, context)
+                call.steps.append(handle)  # type: ignore[union-attr]
+                self._pin_first = True
+                return handle
         else:
             pinned = self._pinned
             if not pinned:
@@ -1026,8 +1033,8 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
             try:
                 _set_running_loop(None)
             finally:
-                task = call.task
-                self.give_back(task is not None and not task.done() and not call.queue.empty())
+                # (`soon`: the task's next step waits in `steps`)
+                self.give_back(bool(call.steps))
 
     def _start(self, call: _Call) -> None:
         """On the loop, here: make `call`'s task, pinned to this thread."""
@@ -1036,6 +1043,7 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
         token = _bridge.set(call)  # the task's context is a copy of this one
         try:
             self._pin_next = call
+            self._pin_first = False
             coro = call.run()
             try:
                 task = call.task = _Task(coro, loop=self)
@@ -1046,12 +1054,11 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
             self._pin_next = None
             _bridge.reset(token)
         task.add_done_callback(call.ended)
-        # the task's first step, now, with the baton still here (its ring
-        # on the queue then finds `steps` empty); unless callbacks ready
-        # before it must run first
-        steps = call.steps
-        if steps and not self._ready:  # type: ignore[attr-defined]
-            _run_step(steps)
+        # the task's first step, now, with the baton still here (unless
+        # callbacks ready before it must run first: then it was rung as any)
+        if self._pin_first:
+            self._pin_first = False
+            _run_step(call.steps)
 
     def _unpin(self, call: _Call) -> None:
         """On the loop, here, when the waiting thread stops waiting before the

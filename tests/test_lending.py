@@ -754,3 +754,23 @@ def test_callbacks_ready_before_a_step_of_a_request_run_before_it() -> None:
     assert expected == ["task", "after the task's first step", "callback", "after the callback"]
     for _ in range(50):
         assert _call(request) == expected
+
+
+def test_a_request_that_waits_for_a_timer_at_once_is_answered() -> None:
+    # its first step sets the timer: the loop's thread, asleep, must hear of it
+    async def request(n: int) -> int:
+        await asyncio.sleep(0.001)
+        return n
+
+    answers: list[int] = []
+
+    def thread() -> None:
+        for n in range(20):
+            _wait_for_a_sleeping_loop()
+            answers.append(_call(request, n))
+
+    t = threading.Thread(target=thread, daemon=True)
+    t.start()
+    t.join(DEADLINE)
+    assert not t.is_alive(), "a request waits for its timer for ever"
+    assert answers == list(range(20))
