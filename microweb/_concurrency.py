@@ -32,9 +32,10 @@
   waits runs its own coroutine's steps (`run_pinned`), while the loop's
   thread sleeps; every other task runs in the loop's thread, so each task's
   steps all run in one thread. A coroutine that awaits nothing external
-  costs 8.6 µs a call in process against 118 µs for the hop (a trivial
-  coroutine); under gunicorn's sync worker an ``async def`` handler went
-  from 1.62x to about 1.2x the CPU of a raw WSGI app per request.
+  costs 6.3 µs a call in process against about 110 µs for the hop (a
+  trivial coroutine, on an idle machine); under gunicorn's sync worker an
+  ``async def`` handler went from 1.62x to 1.22-1.25x the CPU of a raw WSGI
+  app per request.
 
 Invariants (each is broken on purpose by a stress test in
 tests/test_concurrency_stress.py):
