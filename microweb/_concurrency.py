@@ -834,9 +834,10 @@ class SharedEventLoop(asyncio.SelectorEventLoop):
     the hop together (a bare round trip of two Python threads costs 1.45x a
     raw WSGI request under gunicorn's sync worker). Here the thread that waits
     for a coroutine (`run_pinned`) runs that coroutine's steps itself: its task
-    is *pinned* to the thread, whose queue (the call's bridge queue) receives
-    the task's steps as they become ready (`call_soon`), next to the sync work
-    the coroutine sends back. A coroutine that awaits nothing the loop must
+    is *pinned* to the thread; the task's steps, as they become ready
+    (`call_soon`), and the sync work the coroutine sends back wait in the
+    call's `steps`, each ringing the call's (bridge) queue, which the thread
+    serves. A coroutine that awaits nothing the loop must
     wait for (I/O, a timer, another task) is done without any thread being
     woken; one that awaits I/O wakes the loop's thread for it, as before.
 
