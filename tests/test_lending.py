@@ -30,7 +30,7 @@ import pytest
 from microweb import _concurrency
 from microweb._concurrency import shared_loop
 
-DEADLINE = 20.0
+from .test_concurrency_stress import DEADLINE, wait_until
 
 note: contextvars.ContextVar[str] = contextvars.ContextVar("lending_note", default="-")
 
@@ -40,14 +40,6 @@ def _lending(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_concurrency, "LEND", True)
     if type(shared_loop.get()) is not _concurrency.SharedEventLoop:
         pytest.skip("the shared loop is lent on Linux (epoll) with asyncio's own loops only")
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"still not true after {DEADLINE} s: {what}")
-        time.sleep(0.001)
 
 
 def test_an_idle_loop_is_run_by_the_waiting_thread_and_its_own_thread_sleeps() -> None:
@@ -643,7 +635,7 @@ def test_a_signal_as_the_thread_takes_the_loop_leaves_the_loop_working() -> None
         running = asyncio.events._get_running_loop()
         other = threading.Thread(target=lambda: answers.append(_call(request)), daemon=True)
         other.start()
-        other.join(5.0)  # (a few ms when it works; a hang otherwise)
+        other.join(DEADLINE)  # (a few ms when it works; a hang otherwise)
         answered = answers == ["answered"]
     finally:
         signal.signal(signal.SIGUSR1, previous)
