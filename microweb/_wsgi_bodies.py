@@ -28,7 +28,8 @@ import threading
 from collections.abc import AsyncIterable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import Bridge, Job, _bridge, shared_loop
+from ._concurrency import Bridge, Job, _bridge
+from ._shared_loop import shared_loop
 from .background import log_failure, tasks_of
 from .responses import chunk_bytes
 

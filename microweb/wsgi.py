@@ -1,7 +1,7 @@
 """The WSGI adapter: `app.wsgi`, a PEP 3333 callable.
 
 Sync code runs in the server's thread. Async code runs on the process's one
-shared loop (`_concurrency.shared_loop`) while the server's thread waits,
+shared loop (`_shared_loop.shared_loop`) while the server's thread waits,
 serving the loop's requests for sync calls and ``wsgi.input`` reads.
 """
 
@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._concurrency import LifespanHolder, current_bridge, shared_loop
+from ._concurrency import LifespanHolder, current_bridge
 from ._misuse import wsgi_called_by_asgi
 from ._parsers import (
     PLAIN_PATH,
@@ -44,6 +44,7 @@ from ._pipeline import (
     target_response,
     unrouted_response,
 )
+from ._shared_loop import shared_loop
 from ._wsgi_bodies import AsyncBody, SyncBody, WithBackground, close_iterable
 from .datastructures import Headers
 from .exceptions import HTTPException, reason_phrase

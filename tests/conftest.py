@@ -45,10 +45,10 @@ def hop_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     default under WSGI); or the thread makes the task itself and wakes the
     loop (asyncio's loops: "direct"); or a callback on the loop makes it
     (uvloop, debug mode, a task factory: "general")."""
-    from microweb import _concurrency
+    from microweb import _concurrency, _shared_loop
 
     if request.param != "lent":
-        monkeypatch.setattr(_concurrency, "LEND", False)
+        monkeypatch.setattr(_shared_loop, "LEND", False)
     if request.param == "general":
         monkeypatch.setattr(_concurrency, "_direct", lambda loop: False)
     return str(request.param)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from microweb import App, Request, Response, StreamingResponse
-from microweb._concurrency import shared_loop
+from microweb._shared_loop import shared_loop
 
 from .conftest import MakeClient
 

@@ -24,7 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from microweb import App, Request, Response, _concurrency
+from microweb import App, Request, Response, _concurrency, _shared_loop
 from microweb._concurrency import WorkerPool
 
 from . import raw
@@ -583,7 +583,7 @@ async def _hop(kind: str, tag: str, outlived: Outlived) -> Any:
 def _hop_again(tag: str, outlived: Outlived) -> Any:
     """In the waiting thread, sent back by a "nests" hop: hop once more."""
     hop_note.set(f"thread {tag}+")
-    value = _concurrency.shared_loop.call(_hop, ("returns", f"{tag}+", outlived), {})
+    value = _shared_loop.shared_loop.call(_hop, ("returns", f"{tag}+", outlived), {})
     assert hop_note.get() == f"loop {tag}+"
     return value
 
@@ -613,7 +613,7 @@ def test_many_threads_hop_to_the_shared_loop_at_once(seed: int, hop_way: str) ->
     def one(kind: str, tag: str) -> None:
         hop_note.set(f"thread {tag}")
         try:
-            value = _concurrency.shared_loop.call(_hop, (kind, tag, outlived), {})
+            value = _shared_loop.shared_loop.call(_hop, (kind, tag, outlived), {})
         except LookupError as exc:
             if kind != "raises" or exc.args != (tag,):
                 failures.append(f"{tag} ({kind}) raised {exc!r}")

@@ -30,8 +30,9 @@ from typing import Any
 import anyio
 import pytest
 
-from microweb import App, HTTPException, Request, StreamingResponse, _concurrency
-from microweb._concurrency import current_bridge, shared_loop
+from microweb import App, HTTPException, Request, StreamingResponse, _concurrency, _shared_loop
+from microweb._concurrency import current_bridge
+from microweb._shared_loop import shared_loop
 from microweb.testing import TestClient
 
 from .conftest import MakeClient
@@ -233,7 +234,7 @@ def test_a_forked_child_hops_to_a_loop_of_its_own() -> None:
     script = textwrap.dedent(
         """
         import asyncio, os, sys
-        from microweb._concurrency import shared_loop
+        from microweb._shared_loop import shared_loop
 
         async def where():
             return id(asyncio.get_running_loop()), os.getpid()
@@ -410,20 +411,20 @@ def test_a_pipeline_of_async_steps_costs_one_hop_under_wsgi(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[object] = []
-    real = _concurrency.call_on_loop
+    real = _shared_loop.call_on_loop
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    real_pinned = _concurrency.run_pinned
+    real_pinned = _shared_loop.run_pinned
 
     def counting_pinned(loop: Any, call: Any) -> Any:
         calls.append(call.fn)
         return real_pinned(loop, call)
 
-    monkeypatch.setattr(_concurrency, "call_on_loop", counting)
-    monkeypatch.setattr(_concurrency, "run_pinned", counting_pinned)
+    monkeypatch.setattr(_shared_loop, "call_on_loop", counting)
+    monkeypatch.setattr(_shared_loop, "run_pinned", counting_pinned)
     steps: list[str] = []
     app = _shaped_app(before, handler, after, middleware, steps)
     expected = "".join("B" if k == "a" else "b" for k in before)

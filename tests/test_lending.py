@@ -1,5 +1,5 @@
 """The shared loop run in turns by the WSGI threads that wait for it
-(`_concurrency.SharedEventLoop`).
+(`_shared_loop.SharedEventLoop`).
 
 A WSGI thread that wants a coroutine run runs that coroutine's steps itself
 (its task is pinned to the thread); every other task runs in the loop's own
@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from microweb import _concurrency
-from microweb._concurrency import shared_loop
+from microweb import _concurrency, _shared_loop
+from microweb._shared_loop import shared_loop
 
 from .test_concurrency_stress import DEADLINE, wait_until
 
@@ -37,8 +37,8 @@ note: contextvars.ContextVar[str] = contextvars.ContextVar("lending_note", defau
 
 @pytest.fixture(autouse=True)
 def _lending(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_concurrency, "LEND", True)
-    if type(shared_loop.get()) is not _concurrency.SharedEventLoop:
+    monkeypatch.setattr(_shared_loop, "LEND", True)
+    if type(shared_loop.get()) is not _shared_loop.SharedEventLoop:
         pytest.skip("the shared loop is lent on Linux (epoll) with asyncio's own loops only")
 
 
@@ -52,7 +52,7 @@ def test_an_idle_loop_is_run_by_the_waiting_thread_and_its_own_thread_sleeps() -
         """
         import asyncio, threading, time
         from microweb import App, Request
-        from microweb._concurrency import shared_loop
+        from microweb._shared_loop import shared_loop
         from microweb.testing import TestClient
 
         app = App()
@@ -368,7 +368,7 @@ def test_threads_borrowing_and_queueing_to_the_loop_at_once(seed: int) -> None:
 def _wait_for_a_sleeping_loop() -> None:
     # (so that the next call finds the loop's thread asleep, the case to test)
     loop = shared_loop.get()
-    assert isinstance(loop, _concurrency.SharedEventLoop)
+    assert isinstance(loop, _shared_loop.SharedEventLoop)
     wait_until(lambda: loop._parked, "the loop's thread sleeps")
 
 
@@ -526,7 +526,7 @@ def test_a_thread_interrupted_as_it_took_the_loop_takes_it_back_next_time() -> N
     # the main thread of a single-threaded server): the thread's next call
     # goes on with it, and the loop's own thread then gets it back
     loop = shared_loop.get()
-    assert isinstance(loop, _concurrency.SharedEventLoop)
+    assert isinstance(loop, _shared_loop.SharedEventLoop)
     fired = threading.Event()
     answers: list[Any] = []
 
@@ -614,7 +614,7 @@ def test_a_signal_as_the_thread_takes_the_loop_leaves_the_loop_working() -> None
     import signal
 
     loop = shared_loop.get()
-    assert isinstance(loop, _concurrency.SharedEventLoop)
+    assert isinstance(loop, _shared_loop.SharedEventLoop)
     lock = loop.baton
 
     def interrupt(signum: int, frame: Any) -> None:

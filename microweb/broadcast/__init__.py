@@ -201,7 +201,7 @@ class Broadcast:
             )
         home = self._home
         if home is None or not home.is_running():
-            from .._concurrency import shared_loop
+            from .._shared_loop import shared_loop
 
             home = shared_loop.get()
         future = asyncio.run_coroutine_threadsafe(self.publish(channel, data), home)
